@@ -1,0 +1,168 @@
+//! The decision pipeline for one request, in Envoy's order: parse → issuer → algorithm allow-list →
+//! time (with skew) → audience → key lookup → signature. Cheap checks run before the signature so a
+//! flood of stale or foreign tokens costs no public-key operation. Every presented token must be
+//! valid; the first one gives the identity.
+
+use crate::config::{Config, Provider, Requirement};
+use crate::crypto;
+use crate::error::Denial;
+use crate::jwks::{KeyLookup, KeySet};
+use crate::token::UntrustedToken;
+use serde_json::{Map, Value};
+
+/// What the key cache can say about a provider's keys right now.
+pub enum KeyState<'a> {
+    Ready(&'a KeySet),
+    /// Not there yet; a fetch is under way or will be started. The request should wait.
+    Pending,
+    /// Not there and not coming in time: fail closed.
+    Unavailable,
+}
+
+pub trait Keys {
+    fn keys(&self, provider: usize) -> KeyState<'_>;
+}
+
+#[derive(Debug)]
+pub struct Verified {
+    pub provider: usize,
+    pub claims: Map<String, Value>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Allow(Verified),
+    Deny(Denial),
+    /// Keys for this provider are pending; decide again when they arrive.
+    Wait(usize),
+}
+
+pub fn authenticate(
+    config: &Config,
+    requirement: &Requirement,
+    tokens: &[Vec<u8>],
+    keys: &dyn Keys,
+    now_secs: u64,
+) -> Outcome {
+    if tokens.is_empty() {
+        return Outcome::Deny(Denial::Missing);
+    }
+    let mut identity = None;
+    for token in tokens {
+        match check_token(config, requirement, token, keys, now_secs) {
+            Outcome::Allow(v) => {
+                identity.get_or_insert(v);
+            }
+            other => return other,
+        }
+    }
+    match identity {
+        Some(v) => Outcome::Allow(v),
+        None => Outcome::Deny(Denial::Missing),
+    }
+}
+
+fn check_token(
+    config: &Config,
+    requirement: &Requirement,
+    token: &[u8],
+    keys: &dyn Keys,
+    now: u64,
+) -> Outcome {
+    let providers = || requirement.providers.iter().filter_map(|&i| config.providers.get(i).map(|p| (i, p)));
+    let max_bytes = providers().map(|(_, p)| p.max_token_bytes).max().unwrap_or(0);
+    let parsed = match UntrustedToken::parse(token, max_bytes) {
+        Ok(t) => t,
+        Err(d) => return Outcome::Deny(d),
+    };
+    let iss = match parsed.claims.get("iss") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Outcome::Deny(Denial::Malformed("iss is not a string")),
+        None => return Outcome::Deny(Denial::WrongIssuer),
+    };
+    let mut first_denial = None;
+    for (index, provider) in providers().filter(|(_, p)| p.issuer == iss) {
+        match check_with_provider(index, provider, &parsed, token.len(), keys, now) {
+            Ok(()) => return Outcome::Allow(Verified { provider: index, claims: parsed.claims }),
+            Err(Outcome::Wait(p)) => return Outcome::Wait(p),
+            Err(Outcome::Deny(d)) => {
+                first_denial.get_or_insert(d);
+            }
+            Err(Outcome::Allow(_)) => {}
+        }
+    }
+    Outcome::Deny(first_denial.unwrap_or(Denial::WrongIssuer))
+}
+
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, Denial> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(Denial::Malformed("time claim is not a number")),
+        Some(_) => Err(Denial::Malformed("time claim is not a number")),
+    }
+}
+
+fn check_with_provider(
+    index: usize,
+    provider: &Provider,
+    token: &UntrustedToken,
+    token_len: usize,
+    keys: &dyn Keys,
+    now: u64,
+) -> Result<(), Outcome> {
+    let deny = |d| Err(Outcome::Deny(d));
+    if token_len > provider.max_token_bytes {
+        return deny(Denial::Oversized);
+    }
+    if !provider.algorithms.contains(&token.alg) {
+        return deny(Denial::AlgNotAllowed);
+    }
+    let now = now as f64;
+    let skew = provider.clock_skew_secs as f64;
+    match numeric_date(&token.claims, "exp") {
+        Err(d) => return deny(d),
+        Ok(None) if provider.require_expiration => return deny(Denial::MissingExp),
+        Ok(Some(exp)) if now >= exp + skew => return deny(Denial::Expired),
+        Ok(_) => {}
+    }
+    match numeric_date(&token.claims, "nbf") {
+        Err(d) => return deny(d),
+        Ok(Some(nbf)) if now + skew < nbf => return deny(Denial::NotYetValid),
+        Ok(_) => {}
+    }
+    if !provider.audiences.is_empty() {
+        let ok = match token.claims.get("aud") {
+            Some(Value::String(a)) => provider.audiences.iter().any(|x| x == a),
+            Some(Value::Array(list)) => {
+                if !list.iter().all(Value::is_string) {
+                    return deny(Denial::Malformed("aud is not a string or array of strings"));
+                }
+                list.iter().filter_map(Value::as_str).any(|a| provider.audiences.iter().any(|x| x == a))
+            }
+            Some(_) => return deny(Denial::Malformed("aud is not a string or array of strings")),
+            None => false,
+        };
+        if !ok {
+            return deny(Denial::WrongAudience);
+        }
+    }
+    let set = match keys.keys(index) {
+        KeyState::Ready(set) => set,
+        KeyState::Pending => return Err(Outcome::Wait(index)),
+        KeyState::Unavailable => return deny(Denial::KeysUnavailable),
+    };
+    match set.lookup(token.kid.as_deref(), token.alg) {
+        KeyLookup::UnknownKid => deny(Denial::UnknownKid),
+        KeyLookup::KeyMismatch => deny(Denial::KeyMismatch),
+        KeyLookup::Found(candidates) => {
+            if candidates
+                .iter()
+                .any(|k| crypto::verify(token.alg, &k.key, &token.signing_input, &token.signature))
+            {
+                Ok(())
+            } else {
+                deny(Denial::BadSignature)
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Why a request was denied: one closed enum whose `code()` is stable. The code names the reason in the
+//! response body, the logs and (later) metric labels and audit records, so codes never change meaning.
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No token in any configured location.
+    Missing,
+    /// Not a compact JWS: segment count, base64url, JSON, non-ASCII bytes, types of standard claims.
+    Malformed(&'static str),
+    /// Larger than the provider's `max_token_bytes`.
+    Oversized,
+    /// `alg` is `none`, HMAC, unknown, or not in the provider's allow-list.
+    AlgNotAllowed,
+    /// A header the filter refuses by policy: `jku`, `jwk`, `x5u`, `x5c`, or any `crit`.
+    ForbiddenHeader(&'static str),
+    /// No key with the token's `kid` (or, without `kid`, none that fits the algorithm).
+    UnknownKid,
+    /// A key with that `kid` exists but its type or `alg` does not fit the token's algorithm.
+    KeyMismatch,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    /// `exp` absent while the provider requires it.
+    MissingExp,
+    /// `iss` absent or not the issuer of any provider the rule accepts.
+    WrongIssuer,
+    /// `aud` absent or none of its values is allowed.
+    WrongAudience,
+    /// No key set could be had in time (IdP down, slow, or returning garbage).
+    KeysUnavailable,
+    /// The request matched no rule; the filter fails closed.
+    NoRule,
+}
+
+impl Denial {
+    /// Stable machine-readable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::Missing => "missing",
+            Denial::Malformed(_) => "malformed",
+            Denial::Oversized => "oversized",
+            Denial::AlgNotAllowed => "alg_not_allowed",
+            Denial::ForbiddenHeader(_) => "forbidden_header",
+            Denial::UnknownKid => "unknown_kid",
+            Denial::KeyMismatch => "key_mismatch",
+            Denial::BadSignature => "bad_signature",
+            Denial::Expired => "expired",
+            Denial::NotYetValid => "not_yet_valid",
+            Denial::MissingExp => "missing_exp",
+            Denial::WrongIssuer => "wrong_issuer",
+            Denial::WrongAudience => "wrong_audience",
+            Denial::KeysUnavailable => "keys_unavailable",
+            Denial::NoRule => "no_rule",
+        }
+    }
+
+    /// Fixed human-readable description. Never contains request data, so it is safe in a response
+    /// header and in logs.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Denial::Missing => "no bearer token",
+            Denial::Malformed(what) => what,
+            Denial::Oversized => "token too large",
+            Denial::AlgNotAllowed => "algorithm not allowed",
+            Denial::ForbiddenHeader(what) => what,
+            Denial::UnknownKid => "no key for this token",
+            Denial::KeyMismatch => "key does not fit the token algorithm",
+            Denial::BadSignature => "signature verification failed",
+            Denial::Expired => "token expired",
+            Denial::NotYetValid => "token not yet valid",
+            Denial::MissingExp => "token has no exp",
+            Denial::WrongIssuer => "issuer not accepted",
+            Denial::WrongAudience => "audience not accepted",
+            Denial::KeysUnavailable => "signing keys unavailable",
+            Denial::NoRule => "no rule matches this request",
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self.description())
+    }
+}

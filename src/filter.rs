@@ -1,0 +1,453 @@
+//! The only module that talks to proxy-wasm. It reads the request, asks the pure core for a decision,
+//! and carries it out; fetches JWKS with `dispatch_http_call` from the root context and shares them
+//! through `keycache`. Host calls go through `hostcalls::*` (which return `Result`) rather than the SDK
+//! trait helpers that unwrap, so a host error becomes a logged, fail-closed outcome, never a trap.
+//!
+//! Waiting for keys: a request that needs keys not yet present is paused and parked in its VM's
+//! `waiters`. The root context's tick (fast while anything waits or keys are missing) syncs shared
+//! data, re-decides parked requests and resumes or answers them through `set_effective_context`.
+//! While parked, body and trailer callbacks also pause, so a request body can never carry the request
+//! past the filter before it is decided.
+
+use crate::authenticator::{authenticate, KeyState, Keys, Outcome};
+use crate::config::{Config, JwksSource};
+use crate::error::Denial;
+use crate::extractor::{extract, RequestView};
+use crate::jwks::{KeySet, MAX_JWKS_BYTES};
+use crate::keycache::{ProviderCache, SharedStore, StoreError, SyncResult};
+use crate::response::deny_response;
+use crate::rules;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+const FAST_TICK: Duration = Duration::from_millis(20);
+const SLOW_TICK: Duration = Duration::from_millis(1000);
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root { context_id, vm: Rc::new(RefCell::new(Vm::default())) })
+    });
+}}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, &format!("jwt_guard: {message}"));
+}
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Some((value, cas)),
+            _ => None,
+        }
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Other),
+        }
+    }
+}
+
+/// A request parked until its provider's keys arrive.
+struct Waiter {
+    context_id: u32,
+    rule: usize,
+    tokens: Vec<Vec<u8>>,
+    deadline_ms: u64,
+    parked: Rc<Cell<bool>>,
+}
+
+#[derive(Default)]
+struct Vm {
+    config: Option<Rc<Config>>,
+    /// One per provider, `None` for providers with a local JWKS.
+    caches: Vec<Option<ProviderCache>>,
+    waiters: Vec<Waiter>,
+    /// dispatch token → provider index, for fetches this VM has in flight.
+    in_flight: HashMap<u32, usize>,
+    holder: u64,
+}
+
+/// The key view the authenticator gets. `may_wait` is false once a parked request reached its
+/// deadline: missing keys then mean "unavailable" and the request fails closed.
+struct VmKeys<'a> {
+    vm: &'a Vm,
+    config: &'a Config,
+    now_ms: u64,
+    may_wait: bool,
+}
+
+impl Keys for VmKeys<'_> {
+    fn keys(&self, provider: usize) -> KeyState<'_> {
+        if let Some(JwksSource::Local(set)) = self.config.providers.get(provider).map(|p| &p.jwks) {
+            return KeyState::Ready(set);
+        }
+        match self.vm.caches.get(provider).and_then(Option::as_ref).and_then(|c| c.usable(self.now_ms)) {
+            Some(set) => KeyState::Ready(set),
+            None if self.may_wait => KeyState::Pending,
+            None => KeyState::Unavailable,
+        }
+    }
+}
+
+impl Vm {
+    /// Pulls newer key sets from shared data for every remote provider; logs changes.
+    fn sync_all(&mut self) {
+        let Some(config) = self.config.clone() else { return };
+        for (i, cache) in self.caches.iter_mut().enumerate() {
+            let Some(cache) = cache else { continue };
+            let name = config.providers.get(i).map_or("?", |p| p.name.as_str());
+            match cache.sync(&HostStore) {
+                SyncResult::Loaded { gen, keys } => {
+                    log(LogLevel::Debug, &format!("provider {name}: loaded key set generation {gen} ({keys} keys) from shared data"))
+                }
+                SyncResult::Corrupt => {
+                    log(LogLevel::Warn, &format!("provider {name}: shared key set is unreadable; ignoring it"))
+                }
+                SyncResult::Unchanged => {}
+            }
+        }
+    }
+
+    fn decide(&self, config: &Config, rule: usize, tokens: &[Vec<u8>], now_ms: u64, may_wait: bool) -> Outcome {
+        let Some(requirement) = config.rules.get(rule).and_then(|r| r.requires.as_ref()) else {
+            return Outcome::Deny(Denial::NoRule);
+        };
+        let keys = VmKeys { vm: self, config, now_ms, may_wait };
+        authenticate(config, requirement, tokens, &keys, now_ms / 1000)
+    }
+
+    fn anything_missing(&self, now_ms: u64) -> bool {
+        !self.waiters.is_empty() || self.caches.iter().flatten().any(|c| c.usable(now_ms).is_none())
+    }
+}
+
+fn send_denial(config: &Config, denial: &Denial) {
+    let r = deny_response(denial, &config.realm);
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if let Err(status) = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())) {
+        log(LogLevel::Error, &format!("could not send the {} response: {status:?}", r.status));
+    }
+}
+
+struct Root {
+    context_id: u32,
+    vm: Rc<RefCell<Vm>>,
+}
+
+impl Root {
+    /// Starts fetches for providers whose keys are missing or due, where this VM wins the lease.
+    fn refresh_due(&mut self, now: u64) {
+        let mut to_fetch = Vec::new();
+        {
+            let vm = self.vm.borrow();
+            for (i, cache) in vm.caches.iter().enumerate() {
+                let Some(cache) = cache else { continue };
+                if cache.needs_refresh(now)
+                    && !vm.in_flight.values().any(|p| *p == i)
+                    && cache.try_acquire(&HostStore, vm.holder, now)
+                {
+                    to_fetch.push(i);
+                }
+            }
+        }
+        let Some(config) = self.vm.borrow().config.clone() else { return };
+        for i in to_fetch {
+            let Some(provider) = config.providers.get(i) else { continue };
+            let JwksSource::Remote(remote) = &provider.jwks else { continue };
+            let headers = vec![
+                (":method", "GET"),
+                (":path", remote.path.as_str()),
+                (":authority", remote.authority.as_str()),
+                ("accept", "application/json"),
+            ];
+            let timeout = Duration::from_millis(remote.timeout_ms);
+            match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
+                Ok(token) => {
+                    self.vm.borrow_mut().in_flight.insert(token, i);
+                }
+                Err(status) => {
+                    let mut vm = self.vm.borrow_mut();
+                    let holder = vm.holder;
+                    let backoff = vm.caches.get_mut(i).and_then(Option::as_mut).map_or(0, |c| c.record_failure(&HostStore, holder, now));
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "provider {}: cannot call cluster {:?} ({status:?}); is it defined? retrying in {backoff} ms",
+                            provider.name, remote.cluster
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Re-decides parked requests; resumes or answers those that can be decided now.
+    fn drain_waiters(&mut self, now: u64) {
+        let Some(config) = self.vm.borrow().config.clone() else { return };
+        let waiters = std::mem::take(&mut self.vm.borrow_mut().waiters);
+        let mut still = Vec::new();
+        let mut decided = Vec::new();
+        {
+            let vm = self.vm.borrow();
+            for w in waiters {
+                match vm.decide(&config, w.rule, &w.tokens, now, now < w.deadline_ms) {
+                    Outcome::Wait(_) => still.push(w),
+                    outcome => decided.push((w, outcome)),
+                }
+            }
+        }
+        self.vm.borrow_mut().waiters.extend(still);
+        // No RefCell borrow is held across these host calls.
+        for (w, outcome) in decided {
+            if hostcalls::set_effective_context(w.context_id).is_err() {
+                continue; // the stream is gone
+            }
+            match outcome {
+                Outcome::Allow(_) => {
+                    w.parked.set(false);
+                    if let Err(status) = hostcalls::resume_http_request() {
+                        log(LogLevel::Warn, &format!("could not resume a request: {status:?}"));
+                    }
+                }
+                Outcome::Deny(denial) => {
+                    log(LogLevel::Debug, &format!("deny after wait: {denial}"));
+                    send_denial(&config, &denial);
+                }
+                Outcome::Wait(_) => {}
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+
+    fn set_tick(&self, now: u64) {
+        let fast = self.vm.borrow().anything_missing(now);
+        let _ = hostcalls::set_tick_period(if fast { FAST_TICK } else { SLOW_TICK });
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let now = now_ms();
+        let Some(provider) = self.vm.borrow_mut().in_flight.remove(&token) else { return };
+        let Some(config) = self.vm.borrow().config.clone() else { return };
+        let name = config.providers.get(provider).map_or("?", |p| p.name.as_str());
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        let result: Result<(Vec<u8>, KeySet), String> = match status.as_deref() {
+            None => Err("no response (timeout or connection failure)".to_owned()),
+            Some("200") if body_size > MAX_JWKS_BYTES => {
+                Err(format!("JWKS is {body_size} bytes, limit is {MAX_JWKS_BYTES}"))
+            }
+            Some("200") => match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+                Ok(Some(body)) => KeySet::parse(&body).map(|set| (body, set)).map_err(|e| e.to_string()),
+                Ok(None) => Err("empty JWKS response".to_owned()),
+                Err(status) => Err(format!("cannot read the JWKS response: {status:?}")),
+            },
+            Some(other) => Err(format!("JWKS endpoint answered HTTP {other}")),
+        };
+        {
+            let mut vm = self.vm.borrow_mut();
+            let holder = vm.holder;
+            let Some(cache) = vm.caches.get_mut(provider).and_then(Option::as_mut) else { return };
+            match result {
+                Ok((body, set)) => {
+                    let (keys, skipped) = (set.keys.len(), set.skipped.clone());
+                    let gen = cache.publish(&HostStore, holder, now, &body, set);
+                    let skipped = if skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; skipped {}: {}", skipped.len(), skipped.join(", "))
+                    };
+                    log(
+                        LogLevel::Info,
+                        &format!("provider {name}: fetched JWKS generation {gen} with {keys} usable keys{skipped}"),
+                    );
+                }
+                Err(why) => {
+                    let backoff = cache.record_failure(&HostStore, holder, now);
+                    log(LogLevel::Warn, &format!("provider {name}: JWKS fetch failed: {why}; retrying in {backoff} ms"));
+                }
+            }
+        }
+        self.drain_waiters(now);
+        self.set_tick(now);
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                log(LogLevel::Error, "invalid plugin configuration: it is empty");
+                return false;
+            }
+            Err(status) => {
+                log(LogLevel::Error, &format!("cannot read the plugin configuration: {status:?}"));
+                return false;
+            }
+        };
+        let config = match Config::parse(&bytes) {
+            Ok(c) => Rc::new(c),
+            Err(e) => {
+                log(LogLevel::Error, &e.to_string());
+                return false;
+            }
+        };
+        let caches = config
+            .providers
+            .iter()
+            .map(|p| match &p.jwks {
+                JwksSource::Remote(r) => {
+                    let cache = ProviderCache::new(r.cache_key.clone(), r.cache_duration_ms, r.timeout_ms);
+                    cache.ensure_lease(&HostStore);
+                    Some(cache)
+                }
+                JwksSource::Local(_) => None,
+            })
+            .collect();
+        let now = now_ms();
+        {
+            let mut vm = self.vm.borrow_mut();
+            // Distinct per VM: time of configure, this root's id and a heap address.
+            let addr = Rc::as_ptr(&self.vm) as usize as u64;
+            vm.holder = (now ^ (u64::from(self.context_id) << 48) ^ addr.rotate_left(17)) | 1;
+            vm.config = Some(config);
+            vm.caches = caches;
+            vm.in_flight.clear();
+            vm.sync_all();
+        }
+        self.refresh_due(now);
+        self.set_tick(now);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        self.vm.borrow_mut().sync_all();
+        self.refresh_due(now);
+        self.drain_waiters(now);
+        self.set_tick(now);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http { context_id, vm: self.vm.clone(), parked: Rc::new(Cell::new(false)) }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    context_id: u32,
+    vm: Rc<RefCell<Vm>>,
+    parked: Rc<Cell<bool>>,
+}
+
+struct HostRequest;
+
+impl RequestView for HostRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
+    }
+}
+
+impl Context for Http {
+    fn on_done(&mut self) -> bool {
+        let id = self.context_id;
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.waiters.retain(|w| w.context_id != id);
+        }
+        true
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(config) = self.vm.borrow().config.clone() else {
+            // No valid configuration: Envoy should not have created the filter; fail closed.
+            send_denial_unconfigured();
+            return Action::Pause;
+        };
+        let path = HostRequest.header(":path").unwrap_or_default();
+        let Some((rule_index, rule)) = rules::find(&config, &path) else {
+            send_denial(&config, &Denial::NoRule);
+            return Action::Pause;
+        };
+        let Some(requirement) = &rule.requires else { return Action::Continue };
+        let sources = requirement
+            .providers
+            .iter()
+            .filter_map(|&i| config.providers.get(i))
+            .flat_map(|p| p.sources.iter());
+        let tokens = extract(sources, &HostRequest);
+        let now = now_ms();
+        let outcome = {
+            let mut vm = self.vm.borrow_mut();
+            if requirement.providers.iter().any(|&i| vm.caches.get(i).and_then(Option::as_ref).is_some_and(|c| c.usable(now).is_none())) {
+                vm.sync_all();
+            }
+            vm.decide(&config, rule_index, &tokens, now, true)
+        };
+        match outcome {
+            Outcome::Allow(_) => Action::Continue,
+            Outcome::Deny(denial) => {
+                log(LogLevel::Debug, &format!("deny: {denial}"));
+                send_denial(&config, &denial);
+                Action::Pause
+            }
+            Outcome::Wait(_) => {
+                self.parked.set(true);
+                self.vm.borrow_mut().waiters.push(Waiter {
+                    context_id: self.context_id,
+                    rule: rule_index,
+                    tokens,
+                    deadline_ms: now + config.jwks_wait_timeout_ms,
+                    parked: self.parked.clone(),
+                });
+                // Sets the tick of this VM's root context, so the wait is noticed quickly.
+                let _ = hostcalls::set_tick_period(FAST_TICK);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, _size: usize, _end_of_stream: bool) -> Action {
+        if self.parked.get() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        if self.parked.get() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+}
+
+fn send_denial_unconfigured() {
+    let r = deny_response(&Denial::KeysUnavailable, "envoy");
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
+}

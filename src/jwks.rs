@@ -1,0 +1,204 @@
+//! JWKS parsing (RFC 7517) into a `KeySet` of verification keys. Keys the filter cannot or must not use
+//! are skipped with a reason instead of failing the whole set: `use` other than `sig`, `key_ops`
+//! without `verify`, symmetric (`oct`) keys, unknown `kty`, unsupported curves, RSA keys outside
+//! 2048..=4096 bits, `alg` values this filter does not verify with. A set with no usable key is an error.
+
+use crate::b64;
+use crate::crypto::{Alg, Ed25519PublicKey, P256PublicKey, PublicKey};
+use jwt_compact::alg::RsaPublicKey;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Upper bounds that keep a hostile or broken JWKS from costing unbounded memory or CPU.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+pub const MAX_KEYS: usize = 64;
+const MIN_RSA_BITS: usize = 2048;
+const MAX_RSA_BITS: usize = 4096;
+
+#[derive(Clone, Debug)]
+pub struct Jwk {
+    pub kid: Option<String>,
+    /// When the JWK names an `alg`, the key is bound to that one algorithm.
+    pub alg: Option<Alg>,
+    pub key: PublicKey,
+}
+
+impl Jwk {
+    /// Whether this key may verify a token signed with `alg`.
+    pub fn fits(&self, alg: Alg) -> bool {
+        self.key.family() == alg.family() && self.alg.is_none_or(|bound| bound == alg)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    pub keys: Vec<Jwk>,
+    /// `kid (reason)` for every entry that was skipped; for logs, never contains key material.
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum JwksError {
+    TooLarge(usize),
+    NotJson,
+    NoKeysArray,
+    NoUsableKey { skipped: usize },
+}
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwksError::TooLarge(n) => write!(f, "JWKS is {n} bytes, limit is {MAX_JWKS_BYTES}"),
+            JwksError::NotJson => write!(f, "JWKS is not a JSON object"),
+            JwksError::NoKeysArray => write!(f, "JWKS has no \"keys\" array"),
+            JwksError::NoUsableKey { skipped } => {
+                write!(f, "JWKS has no usable signing key ({skipped} skipped)")
+            }
+        }
+    }
+}
+
+pub enum KeyLookup<'a> {
+    Found(Vec<&'a Jwk>),
+    UnknownKid,
+    KeyMismatch,
+}
+
+impl KeySet {
+    pub fn parse(body: &[u8]) -> Result<KeySet, JwksError> {
+        if body.len() > MAX_JWKS_BYTES {
+            return Err(JwksError::TooLarge(body.len()));
+        }
+        let doc: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotJson)?;
+        let Some(entries) = doc.as_object().and_then(|o| o.get("keys")).and_then(Value::as_array)
+        else {
+            return Err(if doc.is_object() { JwksError::NoKeysArray } else { JwksError::NotJson });
+        };
+        let mut set = KeySet::default();
+        for entry in entries {
+            let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
+            let label = kid.clone().unwrap_or_else(|| "<no kid>".to_owned());
+            if set.keys.len() >= MAX_KEYS {
+                set.skipped.push(format!("{label} (more than {MAX_KEYS} keys)"));
+                continue;
+            }
+            match entry.as_object().ok_or("not an object").and_then(parse_jwk) {
+                Ok((alg, key)) => set.keys.push(Jwk { kid, alg, key }),
+                Err(reason) => set.skipped.push(format!("{label} ({reason})")),
+            }
+        }
+        if set.keys.is_empty() {
+            return Err(JwksError::NoUsableKey { skipped: set.skipped.len() });
+        }
+        Ok(set)
+    }
+
+    /// Candidate keys for a token. With a `kid`, only keys carrying that `kid`; without one, every key
+    /// that fits the algorithm (RFC 7515 leaves selection to the application; we never guess across
+    /// key types).
+    pub fn lookup(&self, kid: Option<&str>, alg: Alg) -> KeyLookup<'_> {
+        match kid {
+            Some(kid) => {
+                let named: Vec<&Jwk> =
+                    self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+                if named.is_empty() {
+                    return KeyLookup::UnknownKid;
+                }
+                let fitting: Vec<&Jwk> = named.into_iter().filter(|k| k.fits(alg)).collect();
+                if fitting.is_empty() {
+                    KeyLookup::KeyMismatch
+                } else {
+                    KeyLookup::Found(fitting)
+                }
+            }
+            None => {
+                let fitting: Vec<&Jwk> = self.keys.iter().filter(|k| k.fits(alg)).collect();
+                if fitting.is_empty() {
+                    KeyLookup::UnknownKid
+                } else {
+                    KeyLookup::Found(fitting)
+                }
+            }
+        }
+    }
+}
+
+fn str_field<'a>(o: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, &'static str> {
+    match o.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err("a member is not a string"),
+    }
+}
+
+fn b64_field(o: &Map<String, Value>, name: &str) -> Result<Vec<u8>, &'static str> {
+    let s = str_field(o, name)?.ok_or("missing key parameter")?;
+    b64::decode(s.as_bytes()).ok_or("key parameter is not base64url")
+}
+
+fn parse_jwk(o: &Map<String, Value>) -> Result<(Option<Alg>, PublicKey), &'static str> {
+    match str_field(o, "use")? {
+        None | Some("sig") => {}
+        Some(_) => return Err("use is not sig"),
+    }
+    if let Some(ops) = o.get("key_ops") {
+        let ops = ops.as_array().ok_or("key_ops is not an array")?;
+        if !ops.iter().any(|op| op.as_str() == Some("verify")) {
+            return Err("key_ops lacks verify");
+        }
+    }
+    let alg = match str_field(o, "alg")? {
+        None => None,
+        Some(name) => Some(Alg::from_name(name).ok_or("alg not supported")?),
+    };
+    let key = match str_field(o, "kty")? {
+        Some("RSA") => PublicKey::Rsa(rsa_key(o)?),
+        Some("EC") => match str_field(o, "crv")? {
+            Some("P-256") => PublicKey::P256(p256_key(o)?),
+            _ => return Err("unsupported curve"),
+        },
+        Some("OKP") => match str_field(o, "crv")? {
+            Some("Ed25519") => {
+                let x = b64_field(o, "x")?;
+                PublicKey::Ed25519(
+                    Ed25519PublicKey::from_slice(&x).map_err(|_| "bad Ed25519 key")?,
+                )
+            }
+            _ => return Err("unsupported curve"),
+        },
+        Some("oct") => return Err("symmetric keys are never used"),
+        Some(_) => return Err("unsupported kty"),
+        None => return Err("missing kty"),
+    };
+    if let Some(alg) = alg {
+        if alg.family() != key.family() {
+            return Err("alg does not fit kty");
+        }
+    }
+    Ok((alg, key))
+}
+
+fn rsa_key(o: &Map<String, Value>) -> Result<RsaPublicKey, &'static str> {
+    let n = b64_field(o, "n")?;
+    let e = b64_field(o, "e")?;
+    let n = rsa::BigUint::from_bytes_be(&n);
+    let bits = n.bits();
+    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+        return Err("RSA modulus size outside 2048..=4096 bits");
+    }
+    RsaPublicKey::new(n, rsa::BigUint::from_bytes_be(&e)).map_err(|_| "bad RSA key")
+}
+
+fn p256_key(o: &Map<String, Value>) -> Result<P256PublicKey, &'static str> {
+    let x = b64_field(o, "x")?;
+    let y = b64_field(o, "y")?;
+    if x.len() != 32 || y.len() != 32 {
+        return Err("P-256 coordinates must be 32 bytes");
+    }
+    let mut sec1 = Vec::with_capacity(65);
+    sec1.push(0x04);
+    sec1.extend_from_slice(&x);
+    sec1.extend_from_slice(&y);
+    // Rejects points that are not on the curve (invalid-curve attacks).
+    P256PublicKey::from_sec1_bytes(&sec1).map_err(|_| "P-256 point not on the curve")
+}

@@ -1,0 +1,322 @@
+//! The JWKS cache protocol over proxy-wasm shared data, written against a small `SharedStore` trait so
+//! it is tested natively with an in-memory store and runs in Envoy over `get/set_shared_data`.
+//!
+//! Per provider source (`RemoteJwks::cache_key`) three entries are shared by every worker VM with the
+//! same `vm_id`:
+//! - `<key>.meta`  small JSON `{gen, fetched_at_ms, expires_at_ms}`, read on every tick to notice new keys;
+//! - `<key>.body`  `<gen>\n<JWKS as fetched>`, read and parsed once per VM per generation;
+//! - `<key>.lease` `{holder, until_ms, failures}`: who may fetch. Taken with compare-and-swap, so at most
+//!   one fetch per provider is in flight across workers; it expires after the fetch timeout (+1 s), so a
+//!   worker that dies mid-fetch cannot block refreshes. After a failed fetch the holder writes a backoff
+//!   into it, so no other worker retries before then.
+//!
+//! Shared data has no atomic create: the first write of a missing key cannot be a CAS. The lease entry is
+//! therefore created once (by `ensure_lease`, at configure time) with an "unheld" value, and every
+//! acquisition afterwards is a CAS on an existing entry.
+
+use crate::jwks::KeySet;
+use serde::{Deserialize, Serialize};
+use std::rc::Rc;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoreError {
+    CasMismatch,
+    Other,
+}
+
+pub trait SharedStore {
+    /// Value and CAS token, or `None` when the key does not exist (or cannot be read).
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Writes `value`; with `cas`, only if the entry still has that CAS token.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Meta {
+    gen: u64,
+    fetched_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Lease {
+    holder: u64,
+    until_ms: u64,
+    failures: u32,
+}
+
+/// How long keys stay usable after `expires_at` while refreshes fail. Requests never wait for a
+/// refresh while the keys are within this bound.
+pub const STALE_GRACE_MS: u64 = 300_000;
+const LEASE_MARGIN_MS: u64 = 1_000;
+const MAX_BACKOFF_MS: u64 = 30_000;
+
+/// One VM's view of one provider's shared key set.
+#[derive(Debug)]
+pub struct ProviderCache {
+    pub key: String,
+    pub cache_duration_ms: u64,
+    pub timeout_ms: u64,
+    local: Option<LocalKeys>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalKeys {
+    pub gen: u64,
+    pub fetched_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub set: Rc<KeySet>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SyncResult {
+    Unchanged,
+    /// A newer generation was loaded from shared data.
+    Loaded { gen: u64, keys: usize },
+    /// Shared data holds a body this VM could not parse (never written by a healthy filter).
+    Corrupt,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(bytes).ok()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl ProviderCache {
+    pub fn new(key: String, cache_duration_ms: u64, timeout_ms: u64) -> Self {
+        ProviderCache { key, cache_duration_ms, timeout_ms, local: None }
+    }
+
+    fn meta_key(&self) -> String {
+        format!("{}.meta", self.key)
+    }
+    fn body_key(&self) -> String {
+        format!("{}.body", self.key)
+    }
+    fn lease_key(&self) -> String {
+        format!("{}.lease", self.key)
+    }
+
+    pub fn local(&self) -> Option<&LocalKeys> {
+        self.local.as_ref()
+    }
+
+    /// Keys this VM may verify with at `now`: fresh, or expired by less than `STALE_GRACE_MS`.
+    pub fn usable(&self, now_ms: u64) -> Option<&Rc<KeySet>> {
+        self.local
+            .as_ref()
+            .filter(|l| now_ms < l.expires_at_ms.saturating_add(STALE_GRACE_MS))
+            .map(|l| &l.set)
+    }
+
+    /// Whether it is time to fetch: no keys yet, or within the refresh window before expiry
+    /// (a tenth of the cache duration, at most a minute), so requests never wait for a refresh.
+    pub fn needs_refresh(&self, now_ms: u64) -> bool {
+        match &self.local {
+            None => true,
+            Some(l) => {
+                let ahead = (self.cache_duration_ms / 10).min(60_000);
+                now_ms >= l.expires_at_ms.saturating_sub(ahead)
+            }
+        }
+    }
+
+    /// Loads a newer generation from shared data if one was published by any VM.
+    pub fn sync(&mut self, store: &dyn SharedStore) -> SyncResult {
+        let Some(meta) = store.get(&self.meta_key()).and_then(|(v, _)| decode::<Meta>(&v)) else {
+            return SyncResult::Unchanged;
+        };
+        if self.local.as_ref().is_some_and(|l| l.gen >= meta.gen) {
+            return SyncResult::Unchanged;
+        }
+        let Some((body, _)) = store.get(&self.body_key()) else { return SyncResult::Unchanged };
+        let Some(nl) = body.iter().position(|b| *b == b'\n') else { return SyncResult::Corrupt };
+        // The body is written before the meta; a body of another generation means a publish is
+        // half-way, so try again on the next tick.
+        if std::str::from_utf8(&body[..nl]).ok().and_then(|g| g.parse::<u64>().ok()) != Some(meta.gen) {
+            return SyncResult::Unchanged;
+        }
+        match KeySet::parse(&body[nl + 1..]) {
+            Ok(set) => {
+                let keys = set.keys.len();
+                self.local = Some(LocalKeys {
+                    gen: meta.gen,
+                    fetched_at_ms: meta.fetched_at_ms,
+                    expires_at_ms: meta.expires_at_ms,
+                    set: Rc::new(set),
+                });
+                SyncResult::Loaded { gen: meta.gen, keys }
+            }
+            Err(_) => SyncResult::Corrupt,
+        }
+    }
+
+    /// Creates the lease entry if it does not exist yet (see the module note on atomic create).
+    pub fn ensure_lease(&self, store: &dyn SharedStore) {
+        if store.get(&self.lease_key()).is_none() {
+            let _ = store.set(&self.lease_key(), &encode(&Lease::default()), None);
+        }
+    }
+
+    /// Takes the fetch lease if nobody holds it and no backoff is running. True: this VM must fetch
+    /// and then call `publish` or `record_failure`.
+    pub fn try_acquire(&self, store: &dyn SharedStore, holder: u64, now_ms: u64) -> bool {
+        self.ensure_lease(store);
+        let Some((value, cas)) = store.get(&self.lease_key()) else { return false };
+        let current: Lease = decode(&value).unwrap_or_default();
+        if current.until_ms > now_ms {
+            return false;
+        }
+        let next = Lease {
+            holder,
+            until_ms: now_ms + self.timeout_ms + LEASE_MARGIN_MS,
+            failures: current.failures,
+        };
+        store.set(&self.lease_key(), &encode(&next), Some(cas)).is_ok()
+    }
+
+    /// Publishes a freshly fetched, already validated JWKS body for every VM and releases the lease.
+    pub fn publish(&mut self, store: &dyn SharedStore, holder: u64, now_ms: u64, body: &[u8], set: KeySet) -> u64 {
+        let prev = store.get(&self.meta_key()).and_then(|(v, _)| decode::<Meta>(&v)).unwrap_or_default();
+        let gen = prev.gen.max(self.local.as_ref().map_or(0, |l| l.gen)) + 1;
+        let meta = Meta { gen, fetched_at_ms: now_ms, expires_at_ms: now_ms + self.cache_duration_ms };
+        let mut stored = format!("{gen}\n").into_bytes();
+        stored.extend_from_slice(body);
+        let _ = store.set(&self.body_key(), &stored, None);
+        let _ = store.set(&self.meta_key(), &encode(&meta), None);
+        self.local = Some(LocalKeys {
+            gen,
+            fetched_at_ms: now_ms,
+            expires_at_ms: meta.expires_at_ms,
+            set: Rc::new(set),
+        });
+        self.release(store, holder, Lease::default());
+        gen
+    }
+
+    /// Records a failed fetch: the lease stays closed for an exponential backoff (1 s, 2 s, 4 s …
+    /// up to 30 s) so neither this VM nor another hammers a failing IdP. Returns the backoff.
+    pub fn record_failure(&self, store: &dyn SharedStore, holder: u64, now_ms: u64) -> u64 {
+        let failures = store
+            .get(&self.lease_key())
+            .and_then(|(v, _)| decode::<Lease>(&v))
+            .map_or(0, |l| l.failures);
+        let backoff = (1_000u64 << failures.min(5)).min(MAX_BACKOFF_MS);
+        self.release(store, holder, Lease { holder: 0, until_ms: now_ms + backoff, failures: failures + 1 });
+        backoff
+    }
+
+    fn release(&self, store: &dyn SharedStore, holder: u64, next: Lease) {
+        if let Some((value, cas)) = store.get(&self.lease_key()) {
+            // Only the holder releases; if the lease expired and someone else took it, leave it.
+            if decode::<Lease>(&value).is_some_and(|l| l.holder == holder) {
+                let _ = store.set(&self.lease_key(), &encode(&next), Some(cas));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// In-memory shared data with Envoy's semantics: every write bumps a global CAS counter; a CAS
+    /// mismatch on an existing key fails; a missing key is created whatever the CAS.
+    #[derive(Default)]
+    pub struct MemStore {
+        map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        next: RefCell<u32>,
+    }
+
+    impl SharedStore for MemStore {
+        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.map.borrow().get(key).cloned()
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            let mut map = self.map.borrow_mut();
+            if let (Some(cas), Some((_, current))) = (cas, map.get(key)) {
+                if cas != *current {
+                    return Err(StoreError::CasMismatch);
+                }
+            }
+            *self.next.borrow_mut() += 1;
+            map.insert(key.to_owned(), (value.to_vec(), *self.next.borrow()));
+            Ok(())
+        }
+    }
+
+    pub const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+    fn cache() -> ProviderCache {
+        ProviderCache::new("jwt_guard.jwks.p.0".into(), 60_000, 2_000)
+    }
+
+    #[test]
+    fn one_lease_holder_across_vms_until_expiry() {
+        let store = MemStore::default();
+        let (a, b) = (cache(), cache());
+        a.ensure_lease(&store);
+        assert!(a.try_acquire(&store, 1, 1_000));
+        assert!(!b.try_acquire(&store, 2, 1_500), "second VM must not fetch while the lease is held");
+        assert!(!a.try_acquire(&store, 1, 1_500), "the holder does not start a second fetch");
+        // timeout 2 s + margin 1 s: a stuck holder blocks refreshes for at most that long.
+        assert!(b.try_acquire(&store, 2, 4_001));
+    }
+
+    #[test]
+    fn a_stale_cas_loses() {
+        let store = MemStore::default();
+        let a = cache();
+        a.ensure_lease(&store);
+        let (_, cas) = store.get("jwt_guard.jwks.p.0.lease").unwrap();
+        assert!(a.try_acquire(&store, 1, 10));
+        assert_eq!(store.set("jwt_guard.jwks.p.0.lease", b"{}", Some(cas)), Err(StoreError::CasMismatch));
+    }
+
+    #[test]
+    fn publish_is_seen_by_other_vms_and_releases_the_lease() {
+        let store = MemStore::default();
+        let (mut a, mut b) = (cache(), cache());
+        assert!(a.try_acquire(&store, 1, 0));
+        let set = KeySet::parse(JWKS.as_bytes()).unwrap();
+        assert_eq!(a.publish(&store, 1, 0, JWKS.as_bytes(), set), 1);
+        assert!(b.usable(0).is_none());
+        assert_eq!(b.sync(&store), SyncResult::Loaded { gen: 1, keys: 1 });
+        assert_eq!(b.sync(&store), SyncResult::Unchanged);
+        assert!(b.usable(59_999).is_some());
+        assert!(!b.needs_refresh(50_000));
+        assert!(b.needs_refresh(54_000), "refresh starts a tenth of the cache duration before expiry");
+        assert!(b.usable(60_000 + STALE_GRACE_MS - 1).is_some());
+        assert!(b.usable(60_000 + STALE_GRACE_MS).is_none());
+        assert!(b.try_acquire(&store, 2, 1), "lease released after publish");
+    }
+
+    #[test]
+    fn failures_back_off_for_every_vm() {
+        let store = MemStore::default();
+        let (a, b) = (cache(), cache());
+        assert!(a.try_acquire(&store, 1, 0));
+        assert_eq!(a.record_failure(&store, 1, 0), 1_000);
+        assert!(!b.try_acquire(&store, 2, 999));
+        assert!(b.try_acquire(&store, 2, 1_000));
+        assert_eq!(b.record_failure(&store, 2, 1_000), 2_000);
+        assert!(!a.try_acquire(&store, 1, 2_999));
+    }
+
+    #[test]
+    fn half_written_or_corrupt_bodies_are_not_loaded() {
+        let store = MemStore::default();
+        let mut b = cache();
+        store.set("jwt_guard.jwks.p.0.meta", br#"{"gen":2,"fetched_at_ms":0,"expires_at_ms":9}"#, None).unwrap();
+        store.set("jwt_guard.jwks.p.0.body", format!("1\n{JWKS}").as_bytes(), None).unwrap();
+        assert_eq!(b.sync(&store), SyncResult::Unchanged);
+        store.set("jwt_guard.jwks.p.0.body", b"2\nnot json", None).unwrap();
+        assert_eq!(b.sync(&store), SyncResult::Corrupt);
+        assert!(b.usable(0).is_none());
+    }
+}

@@ -1,0 +1,20 @@
+//! jwt-guard: an identity enforcement filter for Envoy (proxy-wasm, Rust).
+//!
+//! Everything except `filter` is a pure core that builds and tests natively: token parsing, key sets,
+//! signature verification, claim checks, rule matching, the deny responses and the shared-data cache
+//! protocol. `filter` is the only module that talks to proxy-wasm, and it is compiled only for wasm32.
+
+pub mod authenticator;
+pub mod b64;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod extractor;
+pub mod jwks;
+pub mod keycache;
+pub mod response;
+pub mod rules;
+pub mod token;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

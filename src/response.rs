@@ -1,0 +1,85 @@
+//! One place that turns a denial into an HTTP answer: 401 + `WWW-Authenticate: Bearer` (RFC 6750 §3)
+//! for missing or invalid tokens, 403 for a valid token that is not for this audience, 503 +
+//! `Retry-After` when keys cannot be had (an IdP outage is not the client's fault, and on-call must be
+//! able to tell the two apart). The body is a small JSON object with the stable reason code. Nothing
+//! from the request is echoed.
+
+use crate::error::Denial;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyResponse {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
+    let (status, error) = match denial {
+        Denial::Missing => (401, None),
+        Denial::WrongAudience => (403, Some("insufficient_scope")),
+        Denial::NoRule => (403, None),
+        Denial::KeysUnavailable => (503, None),
+        _ => (401, Some("invalid_token")),
+    };
+    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    match (status, error) {
+        (503, _) => headers.push(("retry-after".to_owned(), RETRY_AFTER_SECS.to_string())),
+        (_, None) if status == 401 => {
+            headers.push(("www-authenticate".to_owned(), format!("Bearer realm=\"{realm}\"")))
+        }
+        (_, Some(error)) => headers.push((
+            "www-authenticate".to_owned(),
+            format!(
+                "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"",
+                denial.description()
+            ),
+        )),
+        _ => {}
+    }
+    let body = serde_json::json!({
+        "error": error.unwrap_or(match status { 401 => "unauthorized", 403 => "forbidden", _ => "unavailable" }),
+        "code": denial.code(),
+        "message": denial.description(),
+    })
+    .to_string();
+    DenyResponse { status, headers, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a DenyResponse, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn statuses_and_challenges() {
+        let r = deny_response(&Denial::Missing, "demo");
+        assert_eq!(r.status, 401);
+        assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"demo\""));
+        let r = deny_response(&Denial::Expired, "demo");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer realm=\"demo\", error=\"invalid_token\", error_description=\"token expired\"")
+        );
+        let r = deny_response(&Denial::WrongAudience, "demo");
+        assert_eq!(r.status, 403);
+        assert!(header(&r, "www-authenticate").is_some_and(|v| v.contains("insufficient_scope")));
+        let r = deny_response(&Denial::KeysUnavailable, "demo");
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "retry-after"), Some("5"));
+        assert!(header(&r, "www-authenticate").is_none());
+    }
+
+    #[test]
+    fn body_is_json_with_stable_code() {
+        let r = deny_response(&Denial::BadSignature, "demo");
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["code"], "bad_signature");
+        assert_eq!(v["error"], "invalid_token");
+    }
+}

@@ -1,0 +1,165 @@
+//! Mock identity provider: serves GET /jwks.json (with controllable failure modes) and GET /mint.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::server::{HttpServer, Reply, Request};
+use crate::tokens;
+
+/// How the IdP answers GET /jwks.json.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// 200 with the current JWKS.
+    Normal,
+    /// Answer with this status (body: a short text message).
+    Status(u16),
+    /// Sleep this long, then answer normally.
+    Delay(Duration),
+    /// 200 application/json whose body is not JSON.
+    Garbage,
+}
+
+struct State {
+    jwks: Value,
+    behavior: Behavior,
+    jwks_requests: usize,
+    requests: Vec<String>,
+}
+
+/// A running mock IdP on 127.0.0.1:<free port>. Stops when dropped.
+pub struct MockIdp {
+    state: Arc<Mutex<State>>,
+    server: HttpServer,
+}
+
+impl MockIdp {
+    /// Start on a free port, publishing [`crate::keys::jwks()`].
+    pub fn start() -> MockIdp {
+        MockIdp::start_on(0).unwrap_or_else(|e| panic!("MockIdp: cannot bind 127.0.0.1:0: {e}"))
+    }
+
+    /// Start on a given port (0 = free port).
+    pub fn start_on(port: u16) -> std::io::Result<MockIdp> {
+        let state = Arc::new(Mutex::new(State {
+            jwks: crate::keys::jwks(),
+            behavior: Behavior::Normal,
+            jwks_requests: 0,
+            requests: Vec::new(),
+        }));
+        let st = state.clone();
+        let server = HttpServer::start(port, Arc::new(move |req: &Request| handle(&st, req)))?;
+        Ok(MockIdp { state, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+
+    /// Replace the JWKS served from now on.
+    pub fn set_jwks(&self, jwks: Value) {
+        self.lock().jwks = jwks;
+    }
+
+    /// The JWKS currently served.
+    pub fn current_jwks(&self) -> Value {
+        self.lock().jwks.clone()
+    }
+
+    pub fn set_behavior(&self, behavior: Behavior) {
+        self.lock().behavior = behavior;
+    }
+
+    /// Number of GET /jwks.json requests received so far (whatever the behavior).
+    pub fn jwks_requests(&self) -> usize {
+        self.lock().jwks_requests
+    }
+
+    /// Every request target received so far ("GET /jwks.json", ...), in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.lock().requests.clone()
+    }
+
+    /// Wait until at least `n` JWKS requests have been seen; false on timeout.
+    pub fn wait_for_jwks_requests(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.jwks_requests() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.jwks_requests() >= n
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn handle(state: &Mutex<State>, req: &Request) -> Reply {
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    lock()
+        .requests
+        .push(format!("{} {}", req.method, req.target));
+    match (req.method.as_str(), req.path()) {
+        ("GET", "/jwks.json") => {
+            let (behavior, jwks) = {
+                let mut s = lock();
+                s.jwks_requests += 1;
+                (s.behavior.clone(), s.jwks.clone())
+            };
+            let ok = || Reply::new(200, "application/json", jwks.to_string());
+            match behavior {
+                Behavior::Normal => ok(),
+                Behavior::Status(code) => {
+                    Reply::new(code, "text/plain", format!("mock idp: status {code}\n"))
+                }
+                Behavior::Delay(d) => {
+                    std::thread::sleep(d);
+                    ok()
+                }
+                Behavior::Garbage => {
+                    Reply::new(200, "application/json", "<html>this is { not json")
+                }
+            }
+        }
+        ("GET", "/mint") => mint(req),
+        _ => Reply::new(404, "text/plain", "not found\n"),
+    }
+}
+
+/// GET /mint?sub=&alg=&aud=&ttl=&iss=&kid= -> token as text.
+fn mint(req: &Request) -> Reply {
+    let q = req.query();
+    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let alg = get("alg").unwrap_or_else(|| "ES256".into());
+    if tokens::key_for_alg(&alg).is_none() {
+        return Reply::new(
+            400,
+            "text/plain",
+            format!("unsupported alg {alg:?}; use one of {:?}\n", tokens::ALGS),
+        );
+    }
+    let ttl: i64 = match get("ttl").unwrap_or_else(|| "3600".into()).parse() {
+        Ok(t) => t,
+        Err(_) => return Reply::new(400, "text/plain", "ttl must be an integer (seconds)\n"),
+    };
+    let now = tokens::now() as i64;
+    let claims = json!({
+        "iss": get("iss").unwrap_or_else(|| tokens::ISSUER.into()),
+        "aud": get("aud").unwrap_or_else(|| tokens::AUDIENCE.into()),
+        "sub": get("sub").unwrap_or_else(|| "alice".into()),
+        "iat": now,
+        "exp": now + ttl,
+    });
+    let kid = get("kid").or_else(|| tokens::default_kid(&alg).map(String::from));
+    let token = tokens::mint(&alg, kid.as_deref(), &claims);
+    Reply::new(200, "text/plain", format!("{token}\n"))
+}

@@ -1,0 +1,23 @@
+//! Integration test harness for jwt-guard (a proxy-wasm JWT filter running inside a real Envoy).
+//!
+//! - [`keys`]: pre-generated fixture keys and the published JWKS.
+//! - [`tokens`]: token minting (valid, arbitrary-header and malformed).
+//! - [`idp`]: mock identity provider serving /jwks.json (with failure modes) and /mint.
+//! - [`echo`]: upstream that echoes and records requests.
+//! - [`envoy`]: renders a bootstrap template and runs a real Envoy.
+//! - [`client`]: raw HTTP/1.1 client that can send any header bytes.
+
+pub mod client;
+pub mod echo;
+pub mod envoy;
+pub mod idp;
+pub mod keys;
+pub mod server;
+pub mod tokens;
+
+pub use client::{http_get, http_request, Response};
+pub use echo::{EchoUpstream, RecordedRequest};
+pub use envoy::{render, repo_root, validate, wasm_path, Envoy, EnvoyOptions};
+pub use idp::{Behavior, MockIdp};
+pub use keys::{jwks, KeyName};
+pub use tokens::{encode_parts, mint, sign_raw, std_claims};
