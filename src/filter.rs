@@ -36,7 +36,8 @@ proxy_wasm::main! {{
 }}
 
 fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, &format!("jwt_guard: {message}"));
+    // Envoy prefixes the plugin name and root id already.
+    let _ = hostcalls::log(level, message);
 }
 
 fn now_ms() -> u64 {
@@ -79,8 +80,9 @@ struct Vm {
     /// One per provider, `None` for providers with a local JWKS.
     caches: Vec<Option<ProviderCache>>,
     waiters: Vec<Waiter>,
-    /// dispatch token → provider index, for fetches this VM has in flight.
-    in_flight: HashMap<u32, usize>,
+    /// dispatch token → (provider index, give-up time), for fetches this VM has in flight. An entry
+    /// whose answer never came is dropped at its give-up time so this VM can fetch again.
+    in_flight: HashMap<u32, (usize, u64)>,
     holder: u64,
 }
 
@@ -156,11 +158,13 @@ impl Root {
     fn refresh_due(&mut self, now: u64) {
         let mut to_fetch = Vec::new();
         {
-            let vm = self.vm.borrow();
+            let mut vm = self.vm.borrow_mut();
+            vm.in_flight.retain(|_, (_, give_up)| *give_up > now);
+            let vm = &*vm;
             for (i, cache) in vm.caches.iter().enumerate() {
                 let Some(cache) = cache else { continue };
                 if cache.needs_refresh(now)
-                    && !vm.in_flight.values().any(|p| *p == i)
+                    && !vm.in_flight.values().any(|(p, _)| *p == i)
                     && cache.try_acquire(&HostStore, vm.holder, now)
                 {
                     to_fetch.push(i);
@@ -180,7 +184,8 @@ impl Root {
             let timeout = Duration::from_millis(remote.timeout_ms);
             match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
                 Ok(token) => {
-                    self.vm.borrow_mut().in_flight.insert(token, i);
+                    let give_up = now + remote.timeout_ms + 1_000;
+                    self.vm.borrow_mut().in_flight.insert(token, (i, give_up));
                 }
                 Err(status) => {
                     let mut vm = self.vm.borrow_mut();
@@ -245,7 +250,7 @@ impl Root {
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let now = now_ms();
-        let Some(provider) = self.vm.borrow_mut().in_flight.remove(&token) else { return };
+        let Some((provider, _)) = self.vm.borrow_mut().in_flight.remove(&token) else { return };
         let Some(config) = self.vm.borrow().config.clone() else { return };
         let name = config.providers.get(provider).map_or("?", |p| p.name.as_str());
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
@@ -333,8 +338,9 @@ impl RootContext for Root {
             vm.in_flight.clear();
             vm.sync_all();
         }
-        self.refresh_due(now);
-        self.set_tick(now);
+        // The first fetch starts on the first tick, not here: at configure time Envoy's clusters may
+        // not be initialised yet, and a call dispatched then can be lost (seen with Envoy 1.40).
+        let _ = hostcalls::set_tick_period(FAST_TICK);
         true
     }
 
