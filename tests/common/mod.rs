@@ -1,0 +1,72 @@
+//! Helpers shared by the native integration tests: fixture paths, PEM/DER slicing, hex, HMAC.
+#![allow(dead_code)]
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+pub fn manifest_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn read_text(rel: &str) -> String {
+    let path = manifest_path(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+pub fn fixture_path(name: &str) -> String {
+    format!("wasm-test-harness/fixtures/{name}")
+}
+
+/// The DER bytes inside a PEM file (first block).
+pub fn pem_der(rel: &str) -> Vec<u8> {
+    let text = read_text(rel);
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    STANDARD
+        .decode(body)
+        .unwrap_or_else(|e| panic!("PEM body of {rel}: {e}"))
+}
+
+pub fn hex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|e| panic!("hex {s:?}: {e}")))
+        .collect()
+}
+
+pub fn b64u(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// HMAC-SHA256 (RFC 2104), enough for forging HS256 tokens in tests.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut k = if key.len() > 64 {
+        Sha256::digest(key).to_vec()
+    } else {
+        key.to_vec()
+    };
+    k.resize(64, 0);
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new().chain_update(&ipad).chain_update(msg).finalize();
+    Sha256::new()
+        .chain_update(&opad)
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+#[test]
+fn hmac_matches_rfc4231_case_2() {
+    let tag = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+    assert_eq!(
+        tag,
+        hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    );
+}
