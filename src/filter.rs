@@ -407,7 +407,10 @@ impl HttpContext for Http {
         let now = now_ms();
         let outcome = {
             let mut vm = self.vm.borrow_mut();
-            if requirement.providers.iter().any(|&i| vm.caches.get(i).and_then(Option::as_ref).is_some_and(|c| c.usable(now).is_none())) {
+            // Within the refresh window (or without keys) a small shared-data read per request lets
+            // this worker use a set another worker just published, instead of waiting for its tick.
+            let due = |c: &ProviderCache| c.needs_refresh(now) || c.usable(now).is_none();
+            if requirement.providers.iter().any(|&i| vm.caches.get(i).and_then(Option::as_ref).is_some_and(due)) {
                 vm.sync_all();
             }
             vm.decide(&config, rule_index, &tokens, now, true)

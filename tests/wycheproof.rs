@@ -1,6 +1,9 @@
 //! Wycheproof vectors (tests/vectors/wycheproof, see README.md there) run through our own JWK parser,
 //! our `verify`, and our JWS/JWT parsers.
 
+// Tests panic on purpose; the crate-wide clippy denials are for the filter code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{hex, read_text};

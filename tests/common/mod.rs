@@ -1,5 +1,5 @@
 //! Helpers shared by the native integration tests: fixture paths, PEM/DER slicing, hex, HMAC.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;

@@ -92,11 +92,26 @@ pub fn try_http_request(
     req.extend_from_slice(body);
     stream.write_all(&req).map_err(|e| format!("write: {e}"))?;
 
+    // Read until the response is complete by its own framing (Content-Length or the last chunk),
+    // like a real client; waiting for EOF would measure Envoy's delayed close (1 s after a local reply).
     let mut raw = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut raw) {
-        // A reset after a complete response is fine; otherwise report it.
-        if raw.is_empty() {
-            return Err(format!("read: {e}"));
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if is_framed_and_complete(&raw) {
+                    break;
+                }
+            }
+            Err(e) => {
+                // A reset after a complete response is fine; otherwise report it.
+                if raw.is_empty() {
+                    return Err(format!("read: {e}"));
+                }
+                break;
+            }
         }
     }
     parse_response(&raw)
@@ -158,6 +173,15 @@ pub fn parse_response(mut raw: &[u8]) -> Result<Response, String> {
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
+}
+
+/// True when `raw` holds a whole final response delimited by Content-Length or chunked encoding.
+fn is_framed_and_complete(raw: &[u8]) -> bool {
+    let Ok(r) = parse_response(raw) else { return false };
+    if r.header("content-length").is_some() {
+        return true;
+    }
+    r.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

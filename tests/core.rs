@@ -1,0 +1,1023 @@
+//! The whole decision pipeline (`authenticate`) with real signatures made here from the harness's fixture
+//! keys, table-driven: one row per token shape, each with the expected outcome code.
+
+// Tests panic on purpose; the crate-wide clippy denials are for the filter code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE;
+use base64::Engine as _;
+use common::{b64u, fixture_path, hmac_sha256, pem_der, read_text};
+use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPrivateKey};
+use jwt_compact::{Algorithm, AlgorithmSignature};
+use jwt_guard::authenticator::{authenticate, KeyState, Keys, Outcome};
+use jwt_guard::config::{Config, JwksSource, Requirement};
+use jwt_guard::crypto::Alg;
+use jwt_guard::error::Denial;
+use jwt_guard::jwks::KeySet;
+use jwt_guard::response::deny_response;
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use rsa::traits::PublicKeyParts;
+use serde_json::{json, Value};
+
+const NOW: u64 = 1_700_000_000;
+const ISS: &str = "https://idp.test";
+
+// ---------- keys ----------
+
+type EcKey = <Es256 as Algorithm>::SigningKey;
+type EdKey = <Ed25519 as Algorithm>::SigningKey;
+
+enum Signer {
+    Rsa(RsaPrivateKey),
+    Ec(EcKey),
+    Ed(EdKey),
+    /// HMAC-SHA256 with these key bytes.
+    Hmac(Vec<u8>),
+    /// Empty signature.
+    Unsigned,
+}
+
+fn rsa_private(name: &str) -> RsaPrivateKey {
+    RsaPrivateKey::from_pkcs8_pem(&read_text(&fixture_path(&format!("{name}.pem")))).expect("RSA PKCS#8")
+}
+
+fn ec_private(name: &str) -> EcKey {
+    // PKCS#8 wraps ECPrivateKey { version 1, privateKey OCTET STRING (32) ... }.
+    let der = pem_der(&fixture_path(&format!("{name}.pem")));
+    let marker = [0x02, 0x01, 0x01, 0x04, 0x20];
+    let at = der
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("ECPrivateKey")
+        + marker.len();
+    <EcKey as jwt_compact::alg::SigningKey<Es256>>::from_slice(&der[at..at + 32]).expect("P-256 scalar")
+}
+
+fn ed_private(name: &str) -> EdKey {
+    // PKCS#8 Ed25519: the seed is the last 32 bytes; ed25519-compact wants seed || public key.
+    let der = pem_der(&fixture_path(&format!("{name}.pem")));
+    let public = pem_der(&fixture_path(&format!("{name}.pub.pem")));
+    let mut raw = der[der.len() - 32..].to_vec();
+    raw.extend_from_slice(&public[public.len() - 32..]);
+    <EdKey as jwt_compact::alg::SigningKey<Ed25519>>::from_slice(&raw).expect("Ed25519 key")
+}
+
+fn rsa_jwk(name: &str) -> Value {
+    let public =
+        rsa::RsaPublicKey::from_public_key_pem(&read_text(&fixture_path(&format!("{name}.pub.pem"))))
+            .expect("RSA SPKI");
+    json!({"kty": "RSA", "kid": name, "use": "sig", "n": b64u(&public.n().to_bytes_be()), "e": b64u(&public.e().to_bytes_be())})
+}
+
+fn ec_jwk(name: &str, crv: &str, coord: usize) -> Value {
+    let spki = pem_der(&fixture_path(&format!("{name}.pub.pem")));
+    let point = &spki[spki.len() - (1 + 2 * coord)..];
+    assert_eq!(point[0], 4, "uncompressed point");
+    json!({"kty": "EC", "kid": name, "crv": crv, "x": b64u(&point[1..1 + coord]), "y": b64u(&point[1 + coord..])})
+}
+
+fn ed_jwk(name: &str) -> Value {
+    let spki = pem_der(&fixture_path(&format!("{name}.pub.pem")));
+    json!({"kty": "OKP", "kid": name, "crv": "Ed25519", "x": b64u(&spki[spki.len() - 32..])})
+}
+
+fn jwks() -> Value {
+    json!({"keys": [
+        rsa_jwk("rsa-1"),
+        rsa_jwk("rsa-2"),
+        ec_jwk("ec-1", "P-256", 32),
+        ed_jwk("ed-1"),
+        // Unsupported curve: skipped without spoiling the set.
+        ec_jwk("ec-384", "P-384", 48),
+    ]})
+}
+
+// ---------- config and keys ----------
+
+fn config_with(extra: Value) -> Config {
+    let mut provider = json!({
+        "issuer": ISS,
+        "audiences": ["api"],
+        "local_jwks": {"inline": jwks()},
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        provider[k] = v.clone();
+    }
+    let doc = json!({
+        "realm": "test",
+        "providers": {"idp": provider},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "idp"}}],
+    });
+    Config::parse(doc.to_string().as_bytes()).unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+fn config() -> Config {
+    config_with(json!({}))
+}
+
+/// Serves the provider's `local_jwks` set.
+struct LocalKeys<'a>(&'a Config);
+
+impl Keys for LocalKeys<'_> {
+    fn keys(&self, provider: usize) -> KeyState<'_> {
+        match &self.0.providers[provider].jwks {
+            JwksSource::Local(set) => KeyState::Ready(set),
+            JwksSource::Remote(_) => KeyState::Unavailable,
+        }
+    }
+}
+
+struct PendingKeys;
+impl Keys for PendingKeys {
+    fn keys(&self, _: usize) -> KeyState<'_> {
+        KeyState::Pending
+    }
+}
+
+struct UnavailableKeys;
+impl Keys for UnavailableKeys {
+    fn keys(&self, _: usize) -> KeyState<'_> {
+        KeyState::Unavailable
+    }
+}
+
+fn requirement(config: &Config) -> &Requirement {
+    config.rules[0]
+        .requires
+        .as_ref()
+        .expect("rule requires a provider")
+}
+
+fn run(config: &Config, tokens: &[Vec<u8>]) -> Outcome {
+    authenticate(config, requirement(config), tokens, &LocalKeys(config), NOW)
+}
+
+/// "allow" or the denial code.
+fn code(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Allow(_) => "allow".to_owned(),
+        Outcome::Deny(d) => d.code().to_owned(),
+        Outcome::Wait(p) => format!("wait({p})"),
+    }
+}
+
+// ---------- token construction ----------
+
+fn claims() -> Value {
+    json!({"iss": ISS, "aud": "api", "sub": "alice", "iat": NOW, "exp": NOW + 300})
+}
+
+fn with(mut base: Value, changes: Value) -> Value {
+    for (k, v) in changes.as_object().expect("object") {
+        if v.is_null() {
+            base.as_object_mut().expect("object").remove(k);
+        } else {
+            base[k] = v.clone();
+        }
+    }
+    base
+}
+
+fn signature(signer: &Signer, alg: &str, input: &[u8]) -> Vec<u8> {
+    match signer {
+        Signer::Rsa(k) => {
+            let rsa = match alg {
+                "RS256" => Rsa::rs256(),
+                "RS384" => Rsa::rs384(),
+                "RS512" => Rsa::rs512(),
+                "PS256" => Rsa::ps256(),
+                "PS384" => Rsa::ps384(),
+                "PS512" => Rsa::ps512(),
+                // For confusion cases, sign RS256 whatever the header says.
+                _ => Rsa::rs256(),
+            };
+            rsa.sign(k, input).as_bytes().to_vec()
+        }
+        Signer::Ec(k) => Es256.sign(k, input).as_bytes().to_vec(),
+        Signer::Ed(k) => Ed25519.sign(k, input).as_bytes().to_vec(),
+        Signer::Hmac(key) => hmac_sha256(key, input),
+        Signer::Unsigned => Vec::new(),
+    }
+}
+
+/// Compact JWS over raw header and payload bytes.
+fn jws_raw(signer: &Signer, alg: &str, header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let input = format!("{}.{}", b64u(header), b64u(payload));
+    let sig = signature(signer, alg, input.as_bytes());
+    format!("{input}.{}", b64u(&sig)).into_bytes()
+}
+
+fn jws(signer: &Signer, header: Value, claims: Value) -> Vec<u8> {
+    let alg = header["alg"].as_str().unwrap_or("RS256").to_owned();
+    jws_raw(
+        signer,
+        &alg,
+        header.to_string().as_bytes(),
+        claims.to_string().as_bytes(),
+    )
+}
+
+struct Fixtures {
+    rsa1: Signer,
+    rsa2: Signer,
+    rogue: Signer,
+    ec1: Signer,
+    ed1: Signer,
+}
+
+fn fixtures() -> Fixtures {
+    Fixtures {
+        rsa1: Signer::Rsa(rsa_private("rsa-1")),
+        rsa2: Signer::Rsa(rsa_private("rsa-2")),
+        rogue: Signer::Rsa(rsa_private("rsa-rogue")),
+        ec1: Signer::Ec(ec_private("ec-1")),
+        ed1: Signer::Ed(ed_private("ed-1")),
+    }
+}
+
+fn rs256(f: &Fixtures, claims: Value) -> Vec<u8> {
+    jws(
+        &f.rsa1,
+        json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}),
+        claims,
+    )
+}
+
+// ---------- the table ----------
+
+#[test]
+fn pipeline_table() {
+    let f = fixtures();
+    let cfg = config();
+    let valid = rs256(&f, claims());
+    let expired = rs256(&f, with(claims(), json!({"exp": NOW - 61})));
+
+    let seg = |s: &str| b64u(s.as_bytes());
+    let header_rs = seg(r#"{"alg":"RS256","kid":"rsa-1"}"#);
+    let payload = seg(&claims().to_string());
+    let good_sig = {
+        let s = String::from_utf8(valid.clone()).expect("ascii");
+        s.rsplit('.').next().expect("sig").to_owned()
+    };
+    let valid_input = {
+        let s = String::from_utf8(valid.clone()).expect("ascii");
+        s[..s.rfind('.').expect("dot")].to_owned()
+    };
+    let sig_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&good_sig)
+        .expect("sig");
+    assert_eq!(sig_bytes.len(), 256);
+    // A header whose padded base64url encoding ends in '=' (29 bytes of JSON).
+    let padded_header = URL_SAFE.encode(br#"{"alg":"RS256","kid":"rsa-1"}"#);
+    assert!(padded_header.ends_with('='));
+    let mut non_ascii = valid.clone();
+    non_ascii.splice(10..10, "é".bytes());
+
+    let mut rows: Vec<(&str, Vec<Vec<u8>>, &str)> = vec![
+        // every supported algorithm, valid
+        ("RS256", vec![rs256(&f, claims())], "allow"),
+        (
+            "RS384",
+            vec![jws(&f.rsa1, json!({"alg": "RS384", "kid": "rsa-1"}), claims())],
+            "allow",
+        ),
+        (
+            "RS512",
+            vec![jws(&f.rsa1, json!({"alg": "RS512", "kid": "rsa-1"}), claims())],
+            "allow",
+        ),
+        (
+            "PS256",
+            vec![jws(&f.rsa1, json!({"alg": "PS256", "kid": "rsa-1"}), claims())],
+            "allow",
+        ),
+        (
+            "PS384",
+            vec![jws(&f.rsa1, json!({"alg": "PS384", "kid": "rsa-1"}), claims())],
+            "allow",
+        ),
+        (
+            "PS512",
+            vec![jws(&f.rsa1, json!({"alg": "PS512", "kid": "rsa-1"}), claims())],
+            "allow",
+        ),
+        (
+            "ES256",
+            vec![jws(&f.ec1, json!({"alg": "ES256", "kid": "ec-1"}), claims())],
+            "allow",
+        ),
+        (
+            "EdDSA",
+            vec![jws(&f.ed1, json!({"alg": "EdDSA", "kid": "ed-1"}), claims())],
+            "allow",
+        ),
+        (
+            "RS256 by rsa-2",
+            vec![jws(&f.rsa2, json!({"alg": "RS256", "kid": "rsa-2"}), claims())],
+            "allow",
+        ),
+        // time
+        ("expired beyond skew", vec![expired.clone()], "expired"),
+        (
+            "expired at exactly exp+skew",
+            vec![rs256(&f, with(claims(), json!({"exp": NOW - 60})))],
+            "expired",
+        ),
+        (
+            "expired within skew",
+            vec![rs256(&f, with(claims(), json!({"exp": NOW - 59})))],
+            "allow",
+        ),
+        (
+            "nbf beyond skew",
+            vec![rs256(&f, with(claims(), json!({"nbf": NOW + 61})))],
+            "not_yet_valid",
+        ),
+        (
+            "nbf within skew",
+            vec![rs256(&f, with(claims(), json!({"nbf": NOW + 59})))],
+            "allow",
+        ),
+        (
+            "nbf past",
+            vec![rs256(&f, with(claims(), json!({"nbf": NOW - 10})))],
+            "allow",
+        ),
+        (
+            "missing exp",
+            vec![rs256(&f, with(claims(), json!({"exp": null})))],
+            "missing_exp",
+        ),
+        (
+            "exp is a string",
+            vec![rs256(&f, with(claims(), json!({"exp": (NOW + 300).to_string()})))],
+            "malformed",
+        ),
+        (
+            "exp fractional",
+            vec![rs256(
+                &f,
+                with(claims(), json!({"exp": NOW as f64 + 0.5 + 300.0})),
+            )],
+            "allow",
+        ),
+        // issuer
+        (
+            "iss wrong",
+            vec![rs256(&f, with(claims(), json!({"iss": "https://evil.test"})))],
+            "wrong_issuer",
+        ),
+        (
+            "iss missing",
+            vec![rs256(&f, with(claims(), json!({"iss": null})))],
+            "wrong_issuer",
+        ),
+        (
+            "iss trailing slash",
+            vec![rs256(&f, with(claims(), json!({"iss": "https://idp.test/"})))],
+            "wrong_issuer",
+        ),
+        (
+            "iss not a string",
+            vec![rs256(&f, with(claims(), json!({"iss": 7})))],
+            "malformed",
+        ),
+        // audience
+        (
+            "aud string",
+            vec![rs256(&f, with(claims(), json!({"aud": "api"})))],
+            "allow",
+        ),
+        (
+            "aud array",
+            vec![rs256(&f, with(claims(), json!({"aud": ["other", "api"]})))],
+            "allow",
+        ),
+        (
+            "aud mismatch",
+            vec![rs256(&f, with(claims(), json!({"aud": "other"})))],
+            "wrong_audience",
+        ),
+        (
+            "aud array mismatch",
+            vec![rs256(&f, with(claims(), json!({"aud": ["x", "y"]})))],
+            "wrong_audience",
+        ),
+        (
+            "aud empty array",
+            vec![rs256(&f, with(claims(), json!({"aud": []})))],
+            "wrong_audience",
+        ),
+        (
+            "aud missing",
+            vec![rs256(&f, with(claims(), json!({"aud": null})))],
+            "wrong_audience",
+        ),
+        (
+            "aud array with number",
+            vec![rs256(&f, with(claims(), json!({"aud": ["api", 1]})))],
+            "malformed",
+        ),
+        (
+            "aud number",
+            vec![rs256(&f, with(claims(), json!({"aud": 1})))],
+            "malformed",
+        ),
+        // algorithm
+        (
+            "alg none",
+            vec![jws(&Signer::Unsigned, json!({"alg": "none"}), claims())],
+            "alg_not_allowed",
+        ),
+        (
+            "alg None",
+            vec![jws(&Signer::Unsigned, json!({"alg": "None"}), claims())],
+            "alg_not_allowed",
+        ),
+        (
+            "alg NONE",
+            vec![jws(&Signer::Unsigned, json!({"alg": "NONE"}), claims())],
+            "alg_not_allowed",
+        ),
+        (
+            "alg nOnE kid",
+            vec![jws(
+                &Signer::Unsigned,
+                json!({"alg": "nOnE", "kid": "rsa-1"}),
+                claims(),
+            )],
+            "alg_not_allowed",
+        ),
+        (
+            "HS256 keyed by rsa-1 public PEM",
+            vec![jws(
+                &Signer::Hmac(read_text(&fixture_path("rsa-1.pub.pem")).into_bytes()),
+                json!({"alg": "HS256", "kid": "rsa-1"}),
+                claims(),
+            )],
+            "alg_not_allowed",
+        ),
+        (
+            "ES384 header",
+            vec![jws(&f.ec1, json!({"alg": "ES384", "kid": "ec-1"}), claims())],
+            "alg_not_allowed",
+        ),
+        (
+            "alg lowercase rs256",
+            vec![jws(&f.rsa1, json!({"alg": "rs256", "kid": "rsa-1"}), claims())],
+            "alg_not_allowed",
+        ),
+        (
+            "alg missing",
+            vec![jws(&f.rsa1, json!({"kid": "rsa-1"}), claims())],
+            "malformed",
+        ),
+        (
+            "alg not a string",
+            vec![jws(&f.rsa1, json!({"alg": ["RS256"], "kid": "rsa-1"}), claims())],
+            "malformed",
+        ),
+        // keys
+        (
+            "ES256 with kid of the RSA key",
+            vec![jws(&f.ec1, json!({"alg": "ES256", "kid": "rsa-1"}), claims())],
+            "key_mismatch",
+        ),
+        (
+            "RS256 with kid of the EC key",
+            vec![jws(&f.rsa1, json!({"alg": "RS256", "kid": "ec-1"}), claims())],
+            "key_mismatch",
+        ),
+        (
+            "kid of the skipped P-384 key",
+            vec![jws(&f.ec1, json!({"alg": "ES256", "kid": "ec-384"}), claims())],
+            "unknown_kid",
+        ),
+        (
+            "unknown kid",
+            vec![jws(&f.rsa1, json!({"alg": "RS256", "kid": "nope"}), claims())],
+            "unknown_kid",
+        ),
+        (
+            "kid not a string",
+            vec![jws(&f.rsa1, json!({"alg": "RS256", "kid": 1}), claims())],
+            "malformed",
+        ),
+        (
+            "no kid RS256",
+            vec![jws(&f.rsa1, json!({"alg": "RS256"}), claims())],
+            "allow",
+        ),
+        (
+            "no kid RS256 by rsa-2",
+            vec![jws(&f.rsa2, json!({"alg": "PS256"}), claims())],
+            "allow",
+        ),
+        (
+            "no kid ES256",
+            vec![jws(&f.ec1, json!({"alg": "ES256"}), claims())],
+            "allow",
+        ),
+        (
+            "no kid EdDSA",
+            vec![jws(&f.ed1, json!({"alg": "EdDSA"}), claims())],
+            "allow",
+        ),
+        (
+            "no kid, rogue RS256",
+            vec![jws(&f.rogue, json!({"alg": "RS256"}), claims())],
+            "bad_signature",
+        ),
+        (
+            "rogue with kid rsa-1",
+            vec![jws(&f.rogue, json!({"alg": "RS256", "kid": "rsa-1"}), claims())],
+            "bad_signature",
+        ),
+        (
+            "rsa-2 signature, kid rsa-1",
+            vec![jws(&f.rsa2, json!({"alg": "RS256", "kid": "rsa-1"}), claims())],
+            "bad_signature",
+        ),
+        (
+            "RS256 header, PS256 signature",
+            vec![{
+                let input = format!("{}.{}", header_rs, payload);
+                let sig = signature(&f.rsa1, "PS256", input.as_bytes());
+                format!("{input}.{}", b64u(&sig)).into_bytes()
+            }],
+            "bad_signature",
+        ),
+        (
+            "claims changed after signing",
+            vec![format!(
+                "{header_rs}.{}.{good_sig}",
+                seg(&with(claims(), json!({"sub": "admin"})).to_string())
+            )
+            .into_bytes()],
+            "bad_signature",
+        ),
+        (
+            "signature one byte short",
+            vec![format!("{valid_input}.{}", b64u(&sig_bytes[..sig_bytes.len() - 1])).into_bytes()],
+            "bad_signature",
+        ),
+        (
+            "signature with a leading zero byte",
+            vec![format!("{valid_input}.{}", b64u(&[&[0u8][..], &sig_bytes].concat())).into_bytes()],
+            "bad_signature",
+        ),
+        (
+            "signature bit flipped",
+            vec![{
+                let mut s = sig_bytes.clone();
+                s[100] ^= 1;
+                format!("{valid_input}.{}", b64u(&s)).into_bytes()
+            }],
+            "bad_signature",
+        ),
+        (
+            "non-canonical trailing bits",
+            vec![valid[..valid.len() - 4].to_vec()],
+            "malformed",
+        ),
+        // forbidden headers
+        (
+            "jku",
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS256", "kid": "rsa-1", "jku": "https://evil.test/jwks"}),
+                claims(),
+            )],
+            "forbidden_header",
+        ),
+        (
+            "jwk",
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS256", "kid": "rsa-1", "jwk": rsa_jwk("rsa-rogue")}),
+                claims(),
+            )],
+            "forbidden_header",
+        ),
+        (
+            "x5u",
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS256", "kid": "rsa-1", "x5u": "https://evil.test/x"}),
+                claims(),
+            )],
+            "forbidden_header",
+        ),
+        (
+            "x5c",
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS256", "kid": "rsa-1", "x5c": ["MIIB"]}),
+                claims(),
+            )],
+            "forbidden_header",
+        ),
+        (
+            "crit",
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"], "exp": 1}),
+                claims(),
+            )],
+            "forbidden_header",
+        ),
+        (
+            "crit empty",
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS256", "kid": "rsa-1", "crit": []}),
+                claims(),
+            )],
+            "forbidden_header",
+        ),
+        // structure
+        (
+            "two segments",
+            vec![format!("{header_rs}.{payload}").into_bytes()],
+            "malformed",
+        ),
+        (
+            "four segments",
+            vec![format!("{header_rs}.{payload}.{good_sig}.{good_sig}").into_bytes()],
+            "malformed",
+        ),
+        (
+            "empty fourth segment",
+            vec![format!("{header_rs}.{payload}.{good_sig}.").into_bytes()],
+            "malformed",
+        ),
+        (
+            "five segments (JWE)",
+            vec![format!(
+                "{}.{}.{}.{}.{}",
+                seg(r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#),
+                seg("key"),
+                seg("iv"),
+                seg("ct"),
+                seg("tag")
+            )
+            .into_bytes()],
+            "malformed",
+        ),
+        (
+            "empty signature",
+            vec![format!("{header_rs}.{payload}.").into_bytes()],
+            "malformed",
+        ),
+        (
+            "padded header",
+            vec![format!("{padded_header}.{payload}.{good_sig}").into_bytes()],
+            "malformed",
+        ),
+        (
+            "padded signature",
+            vec![format!("{header_rs}.{payload}.{good_sig}=").into_bytes()],
+            "malformed",
+        ),
+        (
+            "'+' in signature",
+            vec![format!("{header_rs}.{payload}.+{}", &good_sig[1..]).into_bytes()],
+            "malformed",
+        ),
+        (
+            "'/' in signature",
+            vec![format!("{header_rs}.{payload}./{}", &good_sig[1..]).into_bytes()],
+            "malformed",
+        ),
+        (
+            "'+' in payload",
+            vec![format!("{header_rs}.+{}.{good_sig}", &payload[1..]).into_bytes()],
+            "malformed",
+        ),
+        (
+            "space in token",
+            vec![format!("{header_rs}.{payload} .{good_sig}").into_bytes()],
+            "malformed",
+        ),
+        (
+            "header not JSON",
+            vec![jws_raw(
+                &f.rsa1,
+                "RS256",
+                b"not json",
+                claims().to_string().as_bytes(),
+            )],
+            "malformed",
+        ),
+        (
+            "header JSON array",
+            vec![jws_raw(
+                &f.rsa1,
+                "RS256",
+                br#"["RS256"]"#,
+                claims().to_string().as_bytes(),
+            )],
+            "malformed",
+        ),
+        (
+            "payload JSON array",
+            vec![jws_raw(
+                &f.rsa1,
+                "RS256",
+                br#"{"alg":"RS256","kid":"rsa-1"}"#,
+                br#"[1,2]"#,
+            )],
+            "malformed",
+        ),
+        (
+            "payload not JSON",
+            vec![jws_raw(
+                &f.rsa1,
+                "RS256",
+                br#"{"alg":"RS256","kid":"rsa-1"}"#,
+                b"foo",
+            )],
+            "malformed",
+        ),
+        ("non-ASCII bytes", vec![non_ascii], "malformed"),
+        (
+            "NUL byte",
+            vec![{
+                let mut t = valid.clone();
+                t.insert(5, 0);
+                t
+            }],
+            "malformed",
+        ),
+        ("empty token", vec![Vec::new()], "malformed"),
+        (
+            "oversized",
+            vec![rs256(&f, with(claims(), json!({"pad": "x".repeat(9000)})))],
+            "oversized",
+        ),
+        // several tokens
+        (
+            "two valid tokens",
+            vec![
+                valid.clone(),
+                jws(&f.ec1, json!({"alg": "ES256", "kid": "ec-1"}), claims()),
+            ],
+            "allow",
+        ),
+        (
+            "valid then expired",
+            vec![valid.clone(), expired.clone()],
+            "expired",
+        ),
+        (
+            "expired then valid",
+            vec![expired.clone(), valid.clone()],
+            "expired",
+        ),
+        (
+            "valid then garbage",
+            vec![valid.clone(), b"garbage".to_vec()],
+            "malformed",
+        ),
+        ("no tokens", vec![], "missing"),
+    ];
+    // Just under the size limit still parses: find the largest pad that fits (signature length is
+    // fixed at 342 base64url chars for RSA-2048), then sign once.
+    let header = json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}).to_string();
+    let fits = |pad: usize| {
+        let body = with(claims(), json!({"pad": "x".repeat(pad)})).to_string();
+        b64u(header.as_bytes()).len() + 1 + b64u(body.as_bytes()).len() + 1 + 342 <= 8192
+    };
+    let pad = (0..8192).rev().find(|&p| fits(p)).expect("some pad fits");
+    let near_limit = rs256(&f, with(claims(), json!({"pad": "x".repeat(pad)})));
+    assert!(near_limit.len() > 8188, "{}", near_limit.len());
+    assert!(near_limit.len() <= 8192, "{}", near_limit.len());
+    rows.push(("just under max_token_bytes", vec![near_limit], "allow"));
+
+    let mut failures = Vec::new();
+    for (name, tokens, want) in &rows {
+        let got = code(&run(&cfg, tokens));
+        if got != *want {
+            failures.push(format!("{name}: want {want}, got {got}"));
+        }
+    }
+    println!("pipeline table: {} rows", rows.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn allow_carries_identity() {
+    let f = fixtures();
+    let cfg = config();
+    match run(&cfg, &[rs256(&f, claims())]) {
+        Outcome::Allow(v) => {
+            assert_eq!(v.provider, 0);
+            assert_eq!(v.claims["sub"], "alice");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn provider_options() {
+    let f = fixtures();
+    // require_expiration false: no exp is fine, an expired exp still is not.
+    let cfg = config_with(json!({"require_expiration": false}));
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": null})))])),
+        "allow"
+    );
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": NOW - 61})))])),
+        "expired"
+    );
+
+    // Allow-list: only ES256.
+    let cfg = config_with(json!({"algorithms": ["ES256"]}));
+    assert_eq!(code(&run(&cfg, &[rs256(&f, claims())])), "alg_not_allowed");
+    assert_eq!(
+        code(&run(
+            &cfg,
+            &[jws(&f.ed1, json!({"alg": "EdDSA", "kid": "ed-1"}), claims())]
+        )),
+        "alg_not_allowed"
+    );
+    assert_eq!(
+        code(&run(
+            &cfg,
+            &[jws(&f.ec1, json!({"alg": "ES256", "kid": "ec-1"}), claims())]
+        )),
+        "allow"
+    );
+
+    // Skew 0: exp one second ago is expired, nbf one second ahead is not yet valid.
+    let cfg = config_with(json!({"clock_skew_seconds": 0}));
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": NOW - 1})))])),
+        "expired"
+    );
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": NOW})))])),
+        "expired"
+    );
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": NOW + 1})))])),
+        "allow"
+    );
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"nbf": NOW + 1})))])),
+        "not_yet_valid"
+    );
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"nbf": NOW})))])),
+        "allow"
+    );
+
+    // No audiences configured: aud is not checked.
+    let cfg = config_with(json!({"audiences": []}));
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"aud": null})))])),
+        "allow"
+    );
+    assert_eq!(
+        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"aud": "other"})))])),
+        "allow"
+    );
+
+    // A smaller token limit.
+    let cfg = config_with(json!({"max_token_bytes": 256}));
+    assert_eq!(code(&run(&cfg, &[rs256(&f, claims())])), "oversized");
+}
+
+#[test]
+fn key_states() {
+    let f = fixtures();
+    let cfg = config();
+    let token = vec![rs256(&f, claims())];
+    match authenticate(&cfg, requirement(&cfg), &token, &PendingKeys, NOW) {
+        Outcome::Wait(0) => {}
+        other => panic!("pending keys: {other:?}"),
+    }
+    let out = authenticate(&cfg, requirement(&cfg), &token, &UnavailableKeys, NOW);
+    assert_eq!(code(&out), "keys_unavailable");
+    // Cheap checks still come first: an expired token is denied without waiting for keys.
+    let expired = vec![rs256(&f, with(claims(), json!({"exp": NOW - 61})))];
+    assert_eq!(
+        code(&authenticate(
+            &cfg,
+            requirement(&cfg),
+            &expired,
+            &PendingKeys,
+            NOW
+        )),
+        "expired"
+    );
+    // No token at all never waits either.
+    assert_eq!(
+        code(&authenticate(&cfg, requirement(&cfg), &[], &PendingKeys, NOW)),
+        "missing"
+    );
+}
+
+#[test]
+fn local_key_set_skips_unsupported_keys() {
+    let set = KeySet::parse(jwks().to_string().as_bytes()).expect("key set");
+    assert_eq!(set.keys.len(), 4);
+    assert_eq!(set.skipped.len(), 1, "{:?}", set.skipped);
+    assert!(set.skipped[0].starts_with("ec-384"), "{:?}", set.skipped);
+    for alg in Alg::ALL {
+        assert!(set.keys.iter().any(|k| k.fits(alg)), "{alg:?}");
+    }
+}
+
+#[test]
+fn deny_responses() {
+    let header = |r: &jwt_guard::response::DenyResponse, name: &str| {
+        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    let all = [
+        Denial::Missing,
+        Denial::Malformed("x"),
+        Denial::Oversized,
+        Denial::AlgNotAllowed,
+        Denial::ForbiddenHeader("jku header is not accepted"),
+        Denial::UnknownKid,
+        Denial::KeyMismatch,
+        Denial::BadSignature,
+        Denial::Expired,
+        Denial::NotYetValid,
+        Denial::MissingExp,
+        Denial::WrongIssuer,
+        Denial::WrongAudience,
+        Denial::KeysUnavailable,
+        Denial::NoRule,
+    ];
+    let mut codes = std::collections::HashSet::new();
+    for d in &all {
+        assert!(codes.insert(d.code()), "duplicate code {}", d.code());
+        let r = deny_response(d, "test");
+        let body: Value = serde_json::from_str(&r.body).expect("JSON body");
+        assert_eq!(body["code"], d.code());
+        assert_eq!(header(&r, "content-type").as_deref(), Some("application/json"));
+        let www = header(&r, "www-authenticate");
+        match d {
+            Denial::Missing => {
+                assert_eq!(r.status, 401);
+                assert_eq!(www.as_deref(), Some("Bearer realm=\"test\""));
+            }
+            Denial::WrongAudience => {
+                assert_eq!(r.status, 403);
+                assert_eq!(
+                    www.as_deref(),
+                    Some("Bearer realm=\"test\", error=\"insufficient_scope\", error_description=\"audience not accepted\"")
+                );
+            }
+            Denial::NoRule => {
+                assert_eq!(r.status, 403);
+                assert_eq!(www, None);
+            }
+            Denial::KeysUnavailable => {
+                assert_eq!(r.status, 503);
+                assert_eq!(www, None);
+                assert_eq!(header(&r, "retry-after").as_deref(), Some("5"));
+            }
+            _ => {
+                assert_eq!(r.status, 401, "{d:?}");
+                assert_eq!(
+                    www,
+                    Some(format!(
+                        "Bearer realm=\"test\", error=\"invalid_token\", error_description=\"{}\"",
+                        d.description()
+                    ))
+                );
+                assert_eq!(body["error"], "invalid_token");
+            }
+        }
+        // Nothing that could break the header: no quotes or control bytes in descriptions.
+        assert!(
+            !d.description()
+                .bytes()
+                .any(|b| b == b'"' || b == b'\\' || b < 0x20),
+            "{d:?}"
+        );
+    }
+}
+
+#[test]
+fn realm_comes_from_config() {
+    let cfg = config();
+    assert_eq!(cfg.realm, "test");
+    let r = deny_response(&Denial::Expired, &cfg.realm);
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer realm=\"test\"")));
+}
