@@ -69,8 +69,16 @@ fn check_token(
     keys: &dyn Keys,
     now: u64,
 ) -> Outcome {
-    let providers = || requirement.providers.iter().filter_map(|&i| config.providers.get(i).map(|p| (i, p)));
-    let max_bytes = providers().map(|(_, p)| p.max_token_bytes).max().unwrap_or(0);
+    let providers = || {
+        requirement
+            .providers
+            .iter()
+            .filter_map(|&i| config.providers.get(i).map(|p| (i, p)))
+    };
+    let max_bytes = providers()
+        .map(|(_, p)| p.max_token_bytes)
+        .max()
+        .unwrap_or(0);
     let parsed = match UntrustedToken::parse(token, max_bytes) {
         Ok(t) => t,
         Err(d) => return Outcome::Deny(d),
@@ -83,7 +91,12 @@ fn check_token(
     let mut first_denial = None;
     for (index, provider) in providers().filter(|(_, p)| p.issuer == iss) {
         match check_with_provider(index, provider, &parsed, token.len(), keys, now) {
-            Ok(()) => return Outcome::Allow(Verified { provider: index, claims: parsed.claims }),
+            Ok(()) => {
+                return Outcome::Allow(Verified {
+                    provider: index,
+                    claims: parsed.claims,
+                })
+            }
             Err(Outcome::Wait(p)) => return Outcome::Wait(p),
             Err(Outcome::Deny(d)) => {
                 first_denial.get_or_insert(d);
@@ -97,7 +110,10 @@ fn check_token(
 fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, Denial> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(Denial::Malformed("time claim is not a number")),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(Some)
+            .ok_or(Denial::Malformed("time claim is not a number")),
         Some(_) => Err(Denial::Malformed("time claim is not a number")),
     }
 }
@@ -137,7 +153,9 @@ fn check_with_provider(
                 if !list.iter().all(Value::is_string) {
                     return deny(Denial::Malformed("aud is not a string or array of strings"));
                 }
-                list.iter().filter_map(Value::as_str).any(|a| provider.audiences.iter().any(|x| x == a))
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .any(|a| provider.audiences.iter().any(|x| x == a))
             }
             Some(_) => return deny(Denial::Malformed("aud is not a string or array of strings")),
             None => false,

@@ -24,13 +24,20 @@ impl fmt::Display for ConfigError {
         if self.field.is_empty() || self.field == "." {
             write!(f, "invalid plugin configuration: {}", self.problem)
         } else {
-            write!(f, "invalid plugin configuration: {}: {}", self.field, self.problem)
+            write!(
+                f,
+                "invalid plugin configuration: {}: {}",
+                self.field, self.problem
+            )
         }
     }
 }
 
 fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.into(), problem: problem.into() }
+    ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+    }
 }
 
 // ---------- raw (as written) ----------
@@ -170,7 +177,10 @@ pub struct RemoteJwks {
 pub enum TokenSource {
     /// Header name (lowercase) and a prefix to strip; a prefix ending in a space is matched
     /// case-insensitively (auth schemes are case-insensitive, RFC 7235 §2.1).
-    Header { name: String, prefix: String },
+    Header {
+        name: String,
+        prefix: String,
+    },
     Param(String),
     Cookie(String),
 }
@@ -214,16 +224,26 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     }
     let value: f64 = num.parse().ok()?;
     let ms = value * scale;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e12 {
+    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
         return None;
     }
     Some(ms.round() as u64)
 }
 
-fn duration(field: &str, text: Option<&String>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn duration(
+    field: &str,
+    text: Option<&String>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let Some(text) = text else { return Ok(default) };
-    let ms = parse_duration_ms(text)
-        .ok_or_else(|| err(field, format!("{text:?} is not a duration like \"5s\" or \"250ms\"")))?;
+    let ms = parse_duration_ms(text).ok_or_else(|| {
+        err(
+            field,
+            format!("{text:?} is not a duration like \"5s\" or \"250ms\""),
+        )
+    })?;
     if ms < min || ms > max {
         return Err(err(field, format!("must be between {min}ms and {max}ms")));
     }
@@ -232,7 +252,9 @@ fn duration(field: &str, text: Option<&String>, default: u64, min: u64, max: u64
 
 /// Splits `http(s)://authority/path` into (authority, path).
 fn split_uri(uri: &str) -> Option<(String, String)> {
-    let rest = uri.strip_prefix("https://").or_else(|| uri.strip_prefix("http://"))?;
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -245,17 +267,22 @@ fn split_uri(uri: &str) -> Option<(String, String)> {
 }
 
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let field = e.path().to_string();
             // serde_json appends " at line L column C"; keep it, it helps find the spot.
             err(field, e.into_inner().to_string())
         })?;
+        // One JSON document and nothing after it: trailing bytes are a mistake, not something to drop.
+        de.end()
+            .map_err(|e| err("", format!("unexpected data after the configuration: {e}")))?;
         compile(raw)
     }
 }
@@ -275,7 +302,10 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             .ok_or_else(|| err(field, format!("no provider named {name:?}")))
     };
     if raw.rules.is_empty() {
-        return Err(err("rules", "at least one rule is required (requests matching no rule are denied)"));
+        return Err(err(
+            "rules",
+            "at least one rule is required (requests matching no rule are denied)",
+        ));
     }
     let mut rules = Vec::new();
     for (i, r) in raw.rules.iter().enumerate() {
@@ -283,7 +313,12 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         let matcher = match (&r.matcher.prefix, &r.matcher.path) {
             (Some(p), None) => PathMatch::Prefix(p.clone()),
             (None, Some(p)) => PathMatch::Exact(p.clone()),
-            _ => return Err(err(format!("{f}.match"), "exactly one of prefix or path is required")),
+            _ => {
+                return Err(err(
+                    format!("{f}.match"),
+                    "exactly one of prefix or path is required",
+                ))
+            }
         };
         let (PathMatch::Prefix(p) | PathMatch::Exact(p)) = &matcher;
         if !p.starts_with('/') {
@@ -320,37 +355,72 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         rules.push(Rule { matcher, requires });
     }
     let realm = raw.realm.unwrap_or_else(|| "envoy".to_owned());
-    if realm.is_empty() || realm.bytes().any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b)) {
-        return Err(err("realm", "must be non-empty printable ASCII without quotes or backslashes"));
+    if realm.is_empty()
+        || realm
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+    {
+        return Err(err(
+            "realm",
+            "must be non-empty printable ASCII without quotes or backslashes",
+        ));
     }
-    let jwks_wait_timeout_ms =
-        duration("jwks_wait_timeout", raw.jwks_wait_timeout.as_ref(), DEFAULT_WAIT_MS, 0, 60_000)?;
-    Ok(Config { providers, rules, realm, jwks_wait_timeout_ms })
+    let jwks_wait_timeout_ms = duration(
+        "jwks_wait_timeout",
+        raw.jwks_wait_timeout.as_ref(),
+        DEFAULT_WAIT_MS,
+        0,
+        60_000,
+    )?;
+    Ok(Config {
+        providers,
+        rules,
+        realm,
+        jwks_wait_timeout_ms,
+    })
 }
 
 fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError> {
     let f = format!("providers.{name}");
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(err(&f, "provider names use only letters, digits, '-' and '_'"));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(err(
+            &f,
+            "provider names use only letters, digits, '-' and '_'",
+        ));
     }
     if p.issuer.is_empty() {
         return Err(err(format!("{f}.issuer"), "must not be empty"));
     }
     let audiences = p.audiences.clone().unwrap_or_default();
     if audiences.iter().any(String::is_empty) {
-        return Err(err(format!("{f}.audiences"), "must not contain an empty audience"));
+        return Err(err(
+            format!("{f}.audiences"),
+            "must not contain an empty audience",
+        ));
     }
     let jwks = match (&p.remote_jwks, &p.local_jwks) {
         (Some(r), None) => {
             let uf = format!("{f}.remote_jwks.http_uri");
             let (authority, path) = split_uri(&r.http_uri.uri).ok_or_else(|| {
-                err(format!("{uf}.uri"), "must be http:// or https:// followed by a host and a path")
+                err(
+                    format!("{uf}.uri"),
+                    "must be http:// or https:// followed by a host and a path",
+                )
             })?;
             if r.http_uri.cluster.is_empty() {
                 return Err(err(format!("{uf}.cluster"), "must name an Envoy cluster"));
             }
-            let timeout_ms =
-                duration(&format!("{uf}.timeout"), r.http_uri.timeout.as_ref(), DEFAULT_TIMEOUT_MS, 1, 60_000)?;
+            let timeout_ms = duration(
+                &format!("{uf}.timeout"),
+                r.http_uri.timeout.as_ref(),
+                DEFAULT_TIMEOUT_MS,
+                1,
+                60_000,
+            )?;
             let cache_duration_ms = duration(
                 &format!("{f}.remote_jwks.cache_duration"),
                 r.cache_duration.as_ref(),
@@ -374,12 +444,22 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
             let text = match (&l.inline_string, &l.inline) {
                 (Some(s), None) => s.clone(),
                 (None, Some(v)) => v.to_string(),
-                _ => return Err(err(lf, "exactly one of inline_string or inline is required")),
+                _ => {
+                    return Err(err(
+                        lf,
+                        "exactly one of inline_string or inline is required",
+                    ))
+                }
             };
             let set = KeySet::parse(text.as_bytes()).map_err(|e| err(&lf, e.to_string()))?;
             JwksSource::Local(set)
         }
-        _ => return Err(err(&f, "exactly one of remote_jwks or local_jwks is required")),
+        _ => {
+            return Err(err(
+                &f,
+                "exactly one of remote_jwks or local_jwks is required",
+            ))
+        }
     };
     let algorithms = match &p.algorithms {
         None => Alg::ALL.to_vec(),
@@ -393,11 +473,15 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
                     let why = if a.eq_ignore_ascii_case("none") {
                         "unsigned tokens are never accepted".to_owned()
                     } else if a.starts_with("HS") {
-                        "HMAC is never accepted: it would be keyed with public key material".to_owned()
+                        "HMAC is never accepted: it would be keyed with public key material"
+                            .to_owned()
                     } else {
                         format!("supported: {}", Alg::ALL.map(Alg::name).join(", "))
                     };
-                    err(format!("{f}.algorithms[{i}]"), format!("{a:?} is not supported ({why})"))
+                    err(
+                        format!("{f}.algorithms[{i}]"),
+                        format!("{a:?} is not supported ({why})"),
+                    )
                 })?;
                 if !algs.contains(&alg) {
                     algs.push(alg);
@@ -408,19 +492,35 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
     };
     let clock_skew_secs = p.clock_skew_seconds.unwrap_or(DEFAULT_SKEW_SECS);
     if clock_skew_secs > MAX_SKEW_SECS {
-        return Err(err(format!("{f}.clock_skew_seconds"), format!("must be at most {MAX_SKEW_SECS}")));
+        return Err(err(
+            format!("{f}.clock_skew_seconds"),
+            format!("must be at most {MAX_SKEW_SECS}"),
+        ));
     }
     let max_token_bytes = p.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
     if !(256..=65_536).contains(&max_token_bytes) {
-        return Err(err(format!("{f}.max_token_bytes"), "must be between 256 and 65536"));
+        return Err(err(
+            format!("{f}.max_token_bytes"),
+            "must be between 256 and 65536",
+        ));
     }
     let mut sources = Vec::new();
     for (i, h) in p.from_headers.iter().flatten().enumerate() {
         let name = h.name.to_ascii_lowercase();
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(err(format!("{f}.from_headers[{i}].name"), "must be a header name"));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(err(
+                format!("{f}.from_headers[{i}].name"),
+                "must be a header name",
+            ));
         }
-        sources.push(TokenSource::Header { name, prefix: h.value_prefix.clone().unwrap_or_default() });
+        sources.push(TokenSource::Header {
+            name,
+            prefix: h.value_prefix.clone().unwrap_or_default(),
+        });
     }
     for (i, q) in p.from_params.iter().flatten().enumerate() {
         if q.is_empty() {
@@ -430,12 +530,18 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
     }
     for (i, c) in p.from_cookies.iter().flatten().enumerate() {
         if c.is_empty() || c.contains(['=', ';', ' ']) {
-            return Err(err(format!("{f}.from_cookies[{i}]"), "must be a cookie name"));
+            return Err(err(
+                format!("{f}.from_cookies[{i}]"),
+                "must be a cookie name",
+            ));
         }
         sources.push(TokenSource::Cookie(c.clone()));
     }
     if sources.is_empty() {
-        sources.push(TokenSource::Header { name: "authorization".to_owned(), prefix: "Bearer ".to_owned() });
+        sources.push(TokenSource::Header {
+            name: "authorization".to_owned(),
+            prefix: "Bearer ".to_owned(),
+        });
     }
     Ok(Provider {
         name: name.to_owned(),

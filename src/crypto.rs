@@ -145,7 +145,9 @@ mod tests {
         for a in Alg::ALL {
             assert_eq!(Alg::from_name(a.name()), Some(a));
         }
-        for bad in ["none", "None", "NONE", "nOnE", "HS256", "rs256", "ES384", "", "RS256 "] {
+        for bad in [
+            "none", "None", "NONE", "nOnE", "HS256", "rs256", "ES384", "", "RS256 ",
+        ] {
             assert_eq!(Alg::from_name(bad), None, "{bad}");
         }
     }

@@ -29,7 +29,10 @@ fn strip_prefix_ci<'a>(value: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
 }
 
 fn from_query(path: &[u8], param: &str) -> Option<Vec<u8>> {
-    let q = path.iter().position(|b| *b == b'?').map(|i| &path[i + 1..])?;
+    let q = path
+        .iter()
+        .position(|b| *b == b'?')
+        .map(|i| &path[i + 1..])?;
     let q = q.split(|b| *b == b'#').next().unwrap_or(q);
     q.split(|b| *b == b'&').find_map(|pair| {
         let mut kv = pair.splitn(2, |b| *b == b'=');
@@ -48,7 +51,10 @@ fn from_cookie(header: &[u8], name: &str) -> Option<Vec<u8>> {
 }
 
 /// Distinct tokens found in `sources`, in source order. An empty result means "no token presented".
-pub fn extract<'a>(sources: impl IntoIterator<Item = &'a TokenSource>, req: &dyn RequestView) -> Vec<Vec<u8>> {
+pub fn extract<'a>(
+    sources: impl IntoIterator<Item = &'a TokenSource>,
+    req: &dyn RequestView,
+) -> Vec<Vec<u8>> {
     let mut found: Vec<Vec<u8>> = Vec::new();
     let mut cookie: Option<Option<Vec<u8>>> = None;
     let mut path: Option<Option<Vec<u8>>> = None;
@@ -63,12 +69,14 @@ pub fn extract<'a>(sources: impl IntoIterator<Item = &'a TokenSource>, req: &dyn
                     strip_prefix_ci(v, prefix).map(|t| trim(t).to_vec())
                 }
             }),
-            TokenSource::Param(p) => {
-                path.get_or_insert_with(|| req.header(":path")).as_deref().and_then(|path| from_query(path, p))
-            }
-            TokenSource::Cookie(c) => {
-                cookie.get_or_insert_with(|| req.header("cookie")).as_deref().and_then(|h| from_cookie(h, c))
-            }
+            TokenSource::Param(p) => path
+                .get_or_insert_with(|| req.header(":path"))
+                .as_deref()
+                .and_then(|path| from_query(path, p)),
+            TokenSource::Cookie(c) => cookie
+                .get_or_insert_with(|| req.header("cookie"))
+                .as_deref()
+                .and_then(|h| from_cookie(h, c)),
         };
         if let Some(t) = token {
             if !found.contains(&t) {
@@ -94,19 +102,29 @@ mod tests {
         Req(h.iter().map(|(k, v)| (*k, v.to_vec())).collect())
     }
     fn bearer() -> TokenSource {
-        TokenSource::Header { name: "authorization".into(), prefix: "Bearer ".into() }
+        TokenSource::Header {
+            name: "authorization".into(),
+            prefix: "Bearer ".into(),
+        }
     }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_trimmed() {
         for v in [&b"Bearer abc"[..], b"bearer abc", b"BEARER   abc  "] {
-            assert_eq!(extract([&bearer()], &req(&[("authorization", v)])), vec![b"abc".to_vec()]);
+            assert_eq!(
+                extract([&bearer()], &req(&[("authorization", v)])),
+                vec![b"abc".to_vec()]
+            );
         }
     }
 
     #[test]
     fn other_schemes_and_absent_headers_are_no_token() {
-        assert!(extract([&bearer()], &req(&[("authorization", b"Basic Zm9vOmJhcg==")])).is_empty());
+        assert!(extract(
+            [&bearer()],
+            &req(&[("authorization", b"Basic Zm9vOmJhcg==")])
+        )
+        .is_empty());
         assert!(extract([&bearer()], &req(&[])).is_empty());
     }
 
@@ -114,22 +132,34 @@ mod tests {
     fn bare_scheme_is_no_token_and_non_utf8_is_a_presented_token() {
         assert!(extract([&bearer()], &req(&[("authorization", b"Bearer ")])).is_empty());
         let raw = b"Bearer \xff\xfe.x.y";
-        assert_eq!(extract([&bearer()], &req(&[("authorization", raw)])), vec![b"\xff\xfe.x.y".to_vec()]);
+        assert_eq!(
+            extract([&bearer()], &req(&[("authorization", raw)])),
+            vec![b"\xff\xfe.x.y".to_vec()]
+        );
     }
 
     #[test]
     fn query_and_cookie_sources() {
         let p = TokenSource::Param("access_token".into());
         let c = TokenSource::Cookie("session".into());
-        let r = req(&[(":path", b"/a?x=1&access_token=tok1#frag"), ("cookie", b"a=b; session=tok2")]);
-        assert_eq!(extract([&p, &c], &r), vec![b"tok1".to_vec(), b"tok2".to_vec()]);
+        let r = req(&[
+            (":path", b"/a?x=1&access_token=tok1#frag"),
+            ("cookie", b"a=b; session=tok2"),
+        ]);
+        assert_eq!(
+            extract([&p, &c], &r),
+            vec![b"tok1".to_vec(), b"tok2".to_vec()]
+        );
         let r = req(&[(":path", b"/a?access_tokenx=1"), ("cookie", b"sessionx=1")]);
         assert!(extract([&p, &c], &r).is_empty());
     }
 
     #[test]
     fn the_same_token_in_two_places_counts_once() {
-        let h2 = TokenSource::Header { name: "x-token".into(), prefix: String::new() };
+        let h2 = TokenSource::Header {
+            name: "x-token".into(),
+            prefix: String::new(),
+        };
         let r = req(&[("authorization", b"Bearer t"), ("x-token", b"t")]);
         assert_eq!(extract([&bearer(), &h2], &r), vec![b"t".to_vec()]);
     }

@@ -100,7 +100,13 @@ impl Keys for VmKeys<'_> {
         if let Some(JwksSource::Local(set)) = self.config.providers.get(provider).map(|p| &p.jwks) {
             return KeyState::Ready(set);
         }
-        match self.vm.caches.get(provider).and_then(Option::as_ref).and_then(|c| c.usable(self.now_ms)) {
+        match self
+            .vm
+            .caches
+            .get(provider)
+            .and_then(Option::as_ref)
+            .and_then(|c| c.usable(self.now_ms))
+        {
             Some(set) => KeyState::Ready(set),
             None if self.may_wait => KeyState::Pending,
             None => KeyState::Unavailable,
@@ -111,7 +117,9 @@ impl Keys for VmKeys<'_> {
 impl Vm {
     /// Pulls newer key sets from shared data for every remote provider; logs changes.
     fn sync_all(&mut self) {
-        let Some(config) = self.config.clone() else { return };
+        let Some(config) = self.config.clone() else {
+            return;
+        };
         for (i, cache) in self.caches.iter_mut().enumerate() {
             let Some(cache) = cache else { continue };
             let name = config.providers.get(i).map_or("?", |p| p.name.as_str());
@@ -127,24 +135,48 @@ impl Vm {
         }
     }
 
-    fn decide(&self, config: &Config, rule: usize, tokens: &[Vec<u8>], now_ms: u64, may_wait: bool) -> Outcome {
+    fn decide(
+        &self,
+        config: &Config,
+        rule: usize,
+        tokens: &[Vec<u8>],
+        now_ms: u64,
+        may_wait: bool,
+    ) -> Outcome {
         let Some(requirement) = config.rules.get(rule).and_then(|r| r.requires.as_ref()) else {
             return Outcome::Deny(Denial::NoRule);
         };
-        let keys = VmKeys { vm: self, config, now_ms, may_wait };
+        let keys = VmKeys {
+            vm: self,
+            config,
+            now_ms,
+            may_wait,
+        };
         authenticate(config, requirement, tokens, &keys, now_ms / 1000)
     }
 
     fn anything_missing(&self, now_ms: u64) -> bool {
-        !self.waiters.is_empty() || self.caches.iter().flatten().any(|c| c.usable(now_ms).is_none())
+        !self.waiters.is_empty()
+            || self
+                .caches
+                .iter()
+                .flatten()
+                .any(|c| c.usable(now_ms).is_none())
     }
 }
 
 fn send_denial(config: &Config, denial: &Denial) {
     let r = deny_response(denial, &config.realm);
-    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     if let Err(status) = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())) {
-        log(LogLevel::Error, &format!("could not send the {} response: {status:?}", r.status));
+        log(
+            LogLevel::Error,
+            &format!("could not send the {} response: {status:?}", r.status),
+        );
     }
 }
 
@@ -171,10 +203,16 @@ impl Root {
                 }
             }
         }
-        let Some(config) = self.vm.borrow().config.clone() else { return };
+        let Some(config) = self.vm.borrow().config.clone() else {
+            return;
+        };
         for i in to_fetch {
-            let Some(provider) = config.providers.get(i) else { continue };
-            let JwksSource::Remote(remote) = &provider.jwks else { continue };
+            let Some(provider) = config.providers.get(i) else {
+                continue;
+            };
+            let JwksSource::Remote(remote) = &provider.jwks else {
+                continue;
+            };
             let headers = vec![
                 (":method", "GET"),
                 (":path", remote.path.as_str()),
@@ -190,7 +228,11 @@ impl Root {
                 Err(status) => {
                     let mut vm = self.vm.borrow_mut();
                     let holder = vm.holder;
-                    let backoff = vm.caches.get_mut(i).and_then(Option::as_mut).map_or(0, |c| c.record_failure(&HostStore, holder, now));
+                    let backoff = vm
+                        .caches
+                        .get_mut(i)
+                        .and_then(Option::as_mut)
+                        .map_or(0, |c| c.record_failure(&HostStore, holder, now));
                     log(
                         LogLevel::Warn,
                         &format!(
@@ -205,7 +247,9 @@ impl Root {
 
     /// Re-decides parked requests; resumes or answers those that can be decided now.
     fn drain_waiters(&mut self, now: u64) {
-        let Some(config) = self.vm.borrow().config.clone() else { return };
+        let Some(config) = self.vm.borrow().config.clone() else {
+            return;
+        };
         let waiters = std::mem::take(&mut self.vm.borrow_mut().waiters);
         let mut still = Vec::new();
         let mut decided = Vec::new();
@@ -228,7 +272,10 @@ impl Root {
                 Outcome::Allow(_) => {
                     w.parked.set(false);
                     if let Err(status) = hostcalls::resume_http_request() {
-                        log(LogLevel::Warn, &format!("could not resume a request: {status:?}"));
+                        log(
+                            LogLevel::Warn,
+                            &format!("could not resume a request: {status:?}"),
+                        );
                     }
                 }
                 Outcome::Deny(denial) => {
@@ -248,28 +295,49 @@ impl Root {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let now = now_ms();
-        let Some((provider, _)) = self.vm.borrow_mut().in_flight.remove(&token) else { return };
-        let Some(config) = self.vm.borrow().config.clone() else { return };
-        let name = config.providers.get(provider).map_or("?", |p| p.name.as_str());
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        let Some((provider, _)) = self.vm.borrow_mut().in_flight.remove(&token) else {
+            return;
+        };
+        let Some(config) = self.vm.borrow().config.clone() else {
+            return;
+        };
+        let name = config
+            .providers
+            .get(provider)
+            .map_or("?", |p| p.name.as_str());
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
         let result: Result<(Vec<u8>, KeySet), String> = match status.as_deref() {
             None => Err("no response (timeout or connection failure)".to_owned()),
-            Some("200") if body_size > MAX_JWKS_BYTES => {
-                Err(format!("JWKS is {body_size} bytes, limit is {MAX_JWKS_BYTES}"))
+            Some("200") if body_size > MAX_JWKS_BYTES => Err(format!(
+                "JWKS is {body_size} bytes, limit is {MAX_JWKS_BYTES}"
+            )),
+            Some("200") => {
+                match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+                    Ok(Some(body)) => KeySet::parse(&body)
+                        .map(|set| (body, set))
+                        .map_err(|e| e.to_string()),
+                    Ok(None) => Err("empty JWKS response".to_owned()),
+                    Err(status) => Err(format!("cannot read the JWKS response: {status:?}")),
+                }
             }
-            Some("200") => match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-                Ok(Some(body)) => KeySet::parse(&body).map(|set| (body, set)).map_err(|e| e.to_string()),
-                Ok(None) => Err("empty JWKS response".to_owned()),
-                Err(status) => Err(format!("cannot read the JWKS response: {status:?}")),
-            },
             Some(other) => Err(format!("JWKS endpoint answered HTTP {other}")),
         };
         {
             let mut vm = self.vm.borrow_mut();
             let holder = vm.holder;
-            let Some(cache) = vm.caches.get_mut(provider).and_then(Option::as_mut) else { return };
+            let Some(cache) = vm.caches.get_mut(provider).and_then(Option::as_mut) else {
+                return;
+            };
             match result {
                 Ok((body, set)) => {
                     let (keys, skipped) = (set.keys.len(), set.skipped.clone());
@@ -286,7 +354,12 @@ impl Context for Root {
                 }
                 Err(why) => {
                     let backoff = cache.record_failure(&HostStore, holder, now);
-                    log(LogLevel::Warn, &format!("provider {name}: JWKS fetch failed: {why}; retrying in {backoff} ms"));
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "provider {name}: JWKS fetch failed: {why}; retrying in {backoff} ms"
+                        ),
+                    );
                 }
             }
         }
@@ -304,7 +377,10 @@ impl RootContext for Root {
                 return false;
             }
             Err(status) => {
-                log(LogLevel::Error, &format!("cannot read the plugin configuration: {status:?}"));
+                log(
+                    LogLevel::Error,
+                    &format!("cannot read the plugin configuration: {status:?}"),
+                );
                 return false;
             }
         };
@@ -320,7 +396,8 @@ impl RootContext for Root {
             .iter()
             .map(|p| match &p.jwks {
                 JwksSource::Remote(r) => {
-                    let cache = ProviderCache::new(r.cache_key.clone(), r.cache_duration_ms, r.timeout_ms);
+                    let cache =
+                        ProviderCache::new(r.cache_key.clone(), r.cache_duration_ms, r.timeout_ms);
                     cache.ensure_lease(&HostStore);
                     Some(cache)
                 }
@@ -353,7 +430,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { context_id, vm: self.vm.clone(), parked: Rc::new(Cell::new(false)) }))
+        Some(Box::new(Http {
+            context_id,
+            vm: self.vm.clone(),
+            parked: Rc::new(Cell::new(false)),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -371,7 +452,9 @@ struct HostRequest;
 
 impl RequestView for HostRequest {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
     }
 }
 
@@ -397,7 +480,9 @@ impl HttpContext for Http {
             send_denial(&config, &Denial::NoRule);
             return Action::Pause;
         };
-        let Some(requirement) = &rule.requires else { return Action::Continue };
+        let Some(requirement) = &rule.requires else {
+            return Action::Continue;
+        };
         let sources = requirement
             .providers
             .iter()
@@ -410,7 +495,11 @@ impl HttpContext for Http {
             // Within the refresh window (or without keys) a small shared-data read per request lets
             // this worker use a set another worker just published, instead of waiting for its tick.
             let due = |c: &ProviderCache| c.needs_refresh(now) || c.usable(now).is_none();
-            if requirement.providers.iter().any(|&i| vm.caches.get(i).and_then(Option::as_ref).is_some_and(due)) {
+            if requirement
+                .providers
+                .iter()
+                .any(|&i| vm.caches.get(i).and_then(Option::as_ref).is_some_and(due))
+            {
                 vm.sync_all();
             }
             vm.decide(&config, rule_index, &tokens, now, true)
@@ -457,6 +546,10 @@ impl HttpContext for Http {
 
 fn send_denial_unconfigured() {
     let r = deny_response(&Denial::KeysUnavailable, "envoy");
-    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
 }

@@ -70,16 +70,24 @@ impl KeySet {
             return Err(JwksError::TooLarge(body.len()));
         }
         let doc: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotJson)?;
-        let Some(entries) = doc.as_object().and_then(|o| o.get("keys")).and_then(Value::as_array)
+        let Some(entries) = doc
+            .as_object()
+            .and_then(|o| o.get("keys"))
+            .and_then(Value::as_array)
         else {
-            return Err(if doc.is_object() { JwksError::NoKeysArray } else { JwksError::NotJson });
+            return Err(if doc.is_object() {
+                JwksError::NoKeysArray
+            } else {
+                JwksError::NotJson
+            });
         };
         let mut set = KeySet::default();
         for entry in entries {
             let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
             let label = kid.clone().unwrap_or_else(|| "<no kid>".to_owned());
             if set.keys.len() >= MAX_KEYS {
-                set.skipped.push(format!("{label} (more than {MAX_KEYS} keys)"));
+                set.skipped
+                    .push(format!("{label} (more than {MAX_KEYS} keys)"));
                 continue;
             }
             match entry.as_object().ok_or("not an object").and_then(parse_jwk) {
@@ -88,7 +96,9 @@ impl KeySet {
             }
         }
         if set.keys.is_empty() {
-            return Err(JwksError::NoUsableKey { skipped: set.skipped.len() });
+            return Err(JwksError::NoUsableKey {
+                skipped: set.skipped.len(),
+            });
         }
         Ok(set)
     }
@@ -99,8 +109,11 @@ impl KeySet {
     pub fn lookup(&self, kid: Option<&str>, alg: Alg) -> KeyLookup<'_> {
         match kid {
             Some(kid) => {
-                let named: Vec<&Jwk> =
-                    self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+                let named: Vec<&Jwk> = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .collect();
                 if named.is_empty() {
                     return KeyLookup::UnknownKid;
                 }
@@ -160,9 +173,7 @@ fn parse_jwk(o: &Map<String, Value>) -> Result<(Option<Alg>, PublicKey), &'stati
         Some("OKP") => match str_field(o, "crv")? {
             Some("Ed25519") => {
                 let x = b64_field(o, "x")?;
-                PublicKey::Ed25519(
-                    Ed25519PublicKey::from_slice(&x).map_err(|_| "bad Ed25519 key")?,
-                )
+                PublicKey::Ed25519(Ed25519PublicKey::from_slice(&x).map_err(|_| "bad Ed25519 key")?)
             }
             _ => return Err("unsupported curve"),
         },

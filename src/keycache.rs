@@ -72,7 +72,10 @@ pub struct LocalKeys {
 pub enum SyncResult {
     Unchanged,
     /// A newer generation was loaded from shared data.
-    Loaded { gen: u64, keys: usize },
+    Loaded {
+        gen: u64,
+        keys: usize,
+    },
     /// Shared data holds a body this VM could not parse (never written by a healthy filter).
     Corrupt,
 }
@@ -87,7 +90,12 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 impl ProviderCache {
     pub fn new(key: String, cache_duration_ms: u64, timeout_ms: u64) -> Self {
-        ProviderCache { key, cache_duration_ms, timeout_ms, local: None }
+        ProviderCache {
+            key,
+            cache_duration_ms,
+            timeout_ms,
+            local: None,
+        }
     }
 
     fn meta_key(&self) -> String {
@@ -126,17 +134,28 @@ impl ProviderCache {
 
     /// Loads a newer generation from shared data if one was published by any VM.
     pub fn sync(&mut self, store: &dyn SharedStore) -> SyncResult {
-        let Some(meta) = store.get(&self.meta_key()).and_then(|(v, _)| decode::<Meta>(&v)) else {
+        let Some(meta) = store
+            .get(&self.meta_key())
+            .and_then(|(v, _)| decode::<Meta>(&v))
+        else {
             return SyncResult::Unchanged;
         };
         if self.local.as_ref().is_some_and(|l| l.gen >= meta.gen) {
             return SyncResult::Unchanged;
         }
-        let Some((body, _)) = store.get(&self.body_key()) else { return SyncResult::Unchanged };
-        let Some(nl) = body.iter().position(|b| *b == b'\n') else { return SyncResult::Corrupt };
+        let Some((body, _)) = store.get(&self.body_key()) else {
+            return SyncResult::Unchanged;
+        };
+        let Some(nl) = body.iter().position(|b| *b == b'\n') else {
+            return SyncResult::Corrupt;
+        };
         // The body is written before the meta; a body of another generation means a publish is
         // half-way, so try again on the next tick.
-        if std::str::from_utf8(&body[..nl]).ok().and_then(|g| g.parse::<u64>().ok()) != Some(meta.gen) {
+        if std::str::from_utf8(&body[..nl])
+            .ok()
+            .and_then(|g| g.parse::<u64>().ok())
+            != Some(meta.gen)
+        {
             return SyncResult::Unchanged;
         }
         match KeySet::parse(&body[nl + 1..]) {
@@ -148,7 +167,10 @@ impl ProviderCache {
                     expires_at_ms: meta.expires_at_ms,
                     set: Rc::new(set),
                 });
-                SyncResult::Loaded { gen: meta.gen, keys }
+                SyncResult::Loaded {
+                    gen: meta.gen,
+                    keys,
+                }
             }
             Err(_) => SyncResult::Corrupt,
         }
@@ -165,7 +187,9 @@ impl ProviderCache {
     /// and then call `publish` or `record_failure`.
     pub fn try_acquire(&self, store: &dyn SharedStore, holder: u64, now_ms: u64) -> bool {
         self.ensure_lease(store);
-        let Some((value, cas)) = store.get(&self.lease_key()) else { return false };
+        let Some((value, cas)) = store.get(&self.lease_key()) else {
+            return false;
+        };
         let current: Lease = decode(&value).unwrap_or_default();
         if current.until_ms > now_ms {
             return false;
@@ -175,14 +199,30 @@ impl ProviderCache {
             until_ms: now_ms + self.timeout_ms + LEASE_MARGIN_MS,
             failures: current.failures,
         };
-        store.set(&self.lease_key(), &encode(&next), Some(cas)).is_ok()
+        store
+            .set(&self.lease_key(), &encode(&next), Some(cas))
+            .is_ok()
     }
 
     /// Publishes a freshly fetched, already validated JWKS body for every VM and releases the lease.
-    pub fn publish(&mut self, store: &dyn SharedStore, holder: u64, now_ms: u64, body: &[u8], set: KeySet) -> u64 {
-        let prev = store.get(&self.meta_key()).and_then(|(v, _)| decode::<Meta>(&v)).unwrap_or_default();
+    pub fn publish(
+        &mut self,
+        store: &dyn SharedStore,
+        holder: u64,
+        now_ms: u64,
+        body: &[u8],
+        set: KeySet,
+    ) -> u64 {
+        let prev = store
+            .get(&self.meta_key())
+            .and_then(|(v, _)| decode::<Meta>(&v))
+            .unwrap_or_default();
         let gen = prev.gen.max(self.local.as_ref().map_or(0, |l| l.gen)) + 1;
-        let meta = Meta { gen, fetched_at_ms: now_ms, expires_at_ms: now_ms + self.cache_duration_ms };
+        let meta = Meta {
+            gen,
+            fetched_at_ms: now_ms,
+            expires_at_ms: now_ms + self.cache_duration_ms,
+        };
         let mut stored = format!("{gen}\n").into_bytes();
         stored.extend_from_slice(body);
         let _ = store.set(&self.body_key(), &stored, None);
@@ -205,7 +245,15 @@ impl ProviderCache {
             .and_then(|(v, _)| decode::<Lease>(&v))
             .map_or(0, |l| l.failures);
         let backoff = (1_000u64 << failures.min(5)).min(MAX_BACKOFF_MS);
-        self.release(store, holder, Lease { holder: 0, until_ms: now_ms + backoff, failures: failures + 1 });
+        self.release(
+            store,
+            holder,
+            Lease {
+                holder: 0,
+                until_ms: now_ms + backoff,
+                failures: failures + 1,
+            },
+        );
         backoff
     }
 
@@ -262,8 +310,14 @@ pub mod tests {
         let (a, b) = (cache(), cache());
         a.ensure_lease(&store);
         assert!(a.try_acquire(&store, 1, 1_000));
-        assert!(!b.try_acquire(&store, 2, 1_500), "second VM must not fetch while the lease is held");
-        assert!(!a.try_acquire(&store, 1, 1_500), "the holder does not start a second fetch");
+        assert!(
+            !b.try_acquire(&store, 2, 1_500),
+            "second VM must not fetch while the lease is held"
+        );
+        assert!(
+            !a.try_acquire(&store, 1, 1_500),
+            "the holder does not start a second fetch"
+        );
         // timeout 2 s + margin 1 s: a stuck holder blocks refreshes for at most that long.
         assert!(b.try_acquire(&store, 2, 4_001));
     }
@@ -275,7 +329,10 @@ pub mod tests {
         a.ensure_lease(&store);
         let (_, cas) = store.get("jwt_guard.jwks.p.0.lease").unwrap();
         assert!(a.try_acquire(&store, 1, 10));
-        assert_eq!(store.set("jwt_guard.jwks.p.0.lease", b"{}", Some(cas)), Err(StoreError::CasMismatch));
+        assert_eq!(
+            store.set("jwt_guard.jwks.p.0.lease", b"{}", Some(cas)),
+            Err(StoreError::CasMismatch)
+        );
     }
 
     #[test]
@@ -290,7 +347,10 @@ pub mod tests {
         assert_eq!(b.sync(&store), SyncResult::Unchanged);
         assert!(b.usable(59_999).is_some());
         assert!(!b.needs_refresh(50_000));
-        assert!(b.needs_refresh(54_000), "refresh starts a tenth of the cache duration before expiry");
+        assert!(
+            b.needs_refresh(54_000),
+            "refresh starts a tenth of the cache duration before expiry"
+        );
         assert!(b.usable(60_000 + STALE_GRACE_MS - 1).is_some());
         assert!(b.usable(60_000 + STALE_GRACE_MS).is_none());
         assert!(b.try_acquire(&store, 2, 1), "lease released after publish");
@@ -312,10 +372,24 @@ pub mod tests {
     fn half_written_or_corrupt_bodies_are_not_loaded() {
         let store = MemStore::default();
         let mut b = cache();
-        store.set("jwt_guard.jwks.p.0.meta", br#"{"gen":2,"fetched_at_ms":0,"expires_at_ms":9}"#, None).unwrap();
-        store.set("jwt_guard.jwks.p.0.body", format!("1\n{JWKS}").as_bytes(), None).unwrap();
+        store
+            .set(
+                "jwt_guard.jwks.p.0.meta",
+                br#"{"gen":2,"fetched_at_ms":0,"expires_at_ms":9}"#,
+                None,
+            )
+            .unwrap();
+        store
+            .set(
+                "jwt_guard.jwks.p.0.body",
+                format!("1\n{JWKS}").as_bytes(),
+                None,
+            )
+            .unwrap();
         assert_eq!(b.sync(&store), SyncResult::Unchanged);
-        store.set("jwt_guard.jwks.p.0.body", b"2\nnot json", None).unwrap();
+        store
+            .set("jwt_guard.jwks.p.0.body", b"2\nnot json", None)
+            .unwrap();
         assert_eq!(b.sync(&store), SyncResult::Corrupt);
         assert!(b.usable(0).is_none());
     }

@@ -26,9 +26,10 @@ pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     match (status, error) {
         (503, _) => headers.push(("retry-after".to_owned(), RETRY_AFTER_SECS.to_string())),
-        (_, None) if status == 401 => {
-            headers.push(("www-authenticate".to_owned(), format!("Bearer realm=\"{realm}\"")))
-        }
+        (_, None) if status == 401 => headers.push((
+            "www-authenticate".to_owned(),
+            format!("Bearer realm=\"{realm}\""),
+        )),
         (_, Some(error)) => headers.push((
             "www-authenticate".to_owned(),
             format!(
@@ -44,7 +45,11 @@ pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
         "message": denial.description(),
     })
     .to_string();
-    DenyResponse { status, headers, body }
+    DenyResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 #[cfg(test)]
@@ -52,14 +57,20 @@ mod tests {
     use super::*;
 
     fn header<'a>(r: &'a DenyResponse, name: &str) -> Option<&'a str> {
-        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn statuses_and_challenges() {
         let r = deny_response(&Denial::Missing, "demo");
         assert_eq!(r.status, 401);
-        assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"demo\""));
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer realm=\"demo\"")
+        );
         let r = deny_response(&Denial::Expired, "demo");
         assert_eq!(r.status, 401);
         assert_eq!(

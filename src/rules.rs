@@ -3,7 +3,10 @@
 use crate::config::{Config, PathMatch, Rule};
 
 pub fn path_without_query(path: &[u8]) -> &[u8] {
-    let end = path.iter().position(|b| *b == b'?' || *b == b'#').unwrap_or(path.len());
+    let end = path
+        .iter()
+        .position(|b| *b == b'?' || *b == b'#')
+        .unwrap_or(path.len());
     &path[..end]
 }
 
@@ -19,7 +22,11 @@ impl PathMatch {
 /// Index and rule for a request path, or `None` when no rule matches (the filter then denies).
 pub fn find<'a>(config: &'a Config, path: &[u8]) -> Option<(usize, &'a Rule)> {
     let path = path_without_query(path);
-    config.rules.iter().enumerate().find(|(_, r)| r.matcher.matches(path))
+    config
+        .rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.matcher.matches(path))
 }
 
 #[cfg(test)]

@@ -50,7 +50,9 @@ impl Jws {
         }
         let parts: Vec<&[u8]> = token.split(|b| *b == b'.').collect();
         let [header_b64, payload_b64, signature_b64] = parts.as_slice() else {
-            return Err(Denial::Malformed("token is not three dot-separated segments"));
+            return Err(Denial::Malformed(
+                "token is not three dot-separated segments",
+            ));
         };
         let header = json_object(header_b64, "token header is not base64url JSON object")?;
         let alg = match header.get("alg") {
@@ -78,10 +80,16 @@ impl Jws {
         if signature_b64.is_empty() {
             return Err(Denial::Malformed("token has no signature"));
         }
-        let signature =
-            b64::decode(signature_b64).ok_or(Denial::Malformed("token signature is not base64url"))?;
+        let signature = b64::decode(signature_b64)
+            .ok_or(Denial::Malformed("token signature is not base64url"))?;
         let signing_input = token[..header_b64.len() + 1 + payload_b64.len()].to_vec();
-        Ok(Jws { alg, kid, payload, signing_input, signature })
+        Ok(Jws {
+            alg,
+            kid,
+            payload,
+            signing_input,
+            signature,
+        })
     }
 }
 

@@ -56,7 +56,8 @@ fn edit(f: impl FnOnce(&mut Value)) -> Value {
 
 #[test]
 fn shipped_plugin_config_is_accepted() {
-    let bytes = std::fs::read(common::manifest_path("envoy/plugin-config.json")).expect("plugin-config.json");
+    let bytes = std::fs::read(common::manifest_path("envoy/plugin-config.json"))
+        .expect("plugin-config.json");
     let cfg = Config::parse(&bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.realm, "demo");
     assert_eq!(cfg.providers.len(), 1);
@@ -94,7 +95,10 @@ fn base_config_is_accepted() {
     let req = cfg.rules[1].requires.as_ref().expect("requires");
     assert_eq!(req.providers.len(), 2);
     assert!(matches!(
-        cfg.providers.iter().find(|p| p.name == "local").map(|p| &p.jwks),
+        cfg.providers
+            .iter()
+            .find(|p| p.name == "local")
+            .map(|p| &p.jwks),
         Some(JwksSource::Local(_))
     ));
 }
@@ -131,7 +135,10 @@ fn errors_name_their_field() {
         (
             "missing issuer",
             edit(|v| {
-                v["providers"]["corp"].as_object_mut().unwrap().remove("issuer");
+                v["providers"]["corp"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("issuer");
             }),
             "providers.corp*",
         ),
@@ -163,7 +170,8 @@ fn errors_name_their_field() {
         (
             "local with both inline forms",
             edit(|v| {
-                v["providers"]["local"]["local_jwks"]["inline_string"] = json!(local_keys().to_string())
+                v["providers"]["local"]["local_jwks"]["inline_string"] =
+                    json!(local_keys().to_string())
             }),
             "providers.local.local_jwks",
         ),
@@ -187,30 +195,39 @@ fn errors_name_their_field() {
         ),
         (
             "uri without scheme",
-            edit(|v| v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] = json!("idp.corp/jwks")),
+            edit(|v| {
+                v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] = json!("idp.corp/jwks")
+            }),
             "providers.corp.remote_jwks.http_uri.uri",
         ),
         (
             "uri ftp",
-            edit(|v| v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] = json!("ftp://idp.corp/jwks")),
+            edit(|v| {
+                v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] =
+                    json!("ftp://idp.corp/jwks")
+            }),
             "providers.corp.remote_jwks.http_uri.uri",
         ),
         (
             "uri no host",
-            edit(|v| v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] = json!("https:///jwks")),
+            edit(|v| {
+                v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] = json!("https:///jwks")
+            }),
             "providers.corp.remote_jwks.http_uri.uri",
         ),
         (
             "uri with space",
             edit(|v| {
-                v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] = json!("https://idp.corp/jw ks")
+                v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] =
+                    json!("https://idp.corp/jw ks")
             }),
             "providers.corp.remote_jwks.http_uri.uri",
         ),
         (
             "uri with fragment",
             edit(|v| {
-                v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] = json!("https://idp.corp/jwks#x")
+                v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] =
+                    json!("https://idp.corp/jwks#x")
             }),
             "providers.corp.remote_jwks.http_uri.uri",
         ),
@@ -353,7 +370,10 @@ fn errors_name_their_field() {
             "bad provider name",
             edit(|v| {
                 let p = v["providers"]["corp"].take();
-                v["providers"].as_object_mut().unwrap().insert("co rp".into(), p);
+                v["providers"]
+                    .as_object_mut()
+                    .unwrap()
+                    .insert("co rp".into(), p);
                 v["providers"].as_object_mut().unwrap().remove("corp");
                 v["rules"][1]["requires"] = json!({"provider_name": "local"});
             }),
@@ -390,7 +410,8 @@ fn errors_name_their_field() {
         (
             "requires_any unknown provider",
             edit(|v| {
-                v["rules"][1]["requires"]["requires_any"]["requirements"][1]["provider_name"] = json!("nope")
+                v["rules"][1]["requires"]["requires_any"]["requirements"][1]["provider_name"] =
+                    json!("nope")
             }),
             "rules[1].requires.requires_any.requirements[1].provider_name",
         ),
@@ -430,7 +451,11 @@ fn errors_name_their_field() {
             "rules[0]*",
         ),
         ("empty rules", edit(|v| v["rules"] = json!([])), "rules"),
-        ("realm with quote", edit(|v| v["realm"] = json!("a\"b")), "realm"),
+        (
+            "realm with quote",
+            edit(|v| v["realm"] = json!("a\"b")),
+            "realm",
+        ),
         ("empty realm", edit(|v| v["realm"] = json!("")), "realm"),
     ];
     let mut failures = Vec::new();
@@ -480,12 +505,21 @@ fn refusal_problems_explain_why() {
 
 #[test]
 fn valid_durations() {
-    for (text, ms) in [("5s", 5_000), ("1.5s", 1_500), ("250ms", 250), ("60s", 60_000)] {
+    for (text, ms) in [
+        ("5s", 5_000),
+        ("1.5s", 1_500),
+        ("250ms", 250),
+        ("60s", 60_000),
+    ] {
         let cfg = parse_value(&edit(|v| {
             v["providers"]["corp"]["remote_jwks"]["http_uri"]["timeout"] = json!(text)
         }))
         .unwrap_or_else(|e| panic!("{text}: {e}"));
-        let p = cfg.providers.iter().find(|p| p.name == "corp").expect("corp");
+        let p = cfg
+            .providers
+            .iter()
+            .find(|p| p.name == "corp")
+            .expect("corp");
         match &p.jwks {
             JwksSource::Remote(r) => assert_eq!(r.timeout_ms, ms, "{text}"),
             JwksSource::Local(_) => unreachable!(),
@@ -528,7 +562,11 @@ fn garbage_never_panics() {
 #[test]
 fn defaults() {
     let cfg = parse_value(&base()).expect("base");
-    let p = cfg.providers.iter().find(|p| p.name == "local").expect("local");
+    let p = cfg
+        .providers
+        .iter()
+        .find(|p| p.name == "local")
+        .expect("local");
     assert_eq!(p.clock_skew_secs, 60);
     assert!(p.require_expiration);
     assert_eq!(p.max_token_bytes, 8 * 1024);
@@ -540,7 +578,11 @@ fn defaults() {
         v["providers"]["corp"]["algorithms"] = json!(["ES256", "ES256"])
     }))
     .expect("dups");
-    let p = cfg.providers.iter().find(|p| p.name == "corp").expect("corp");
+    let p = cfg
+        .providers
+        .iter()
+        .find(|p| p.name == "corp")
+        .expect("corp");
     assert_eq!(p.algorithms, vec![Alg::ES256]);
 }
 

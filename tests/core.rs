@@ -29,6 +29,7 @@ const ISS: &str = "https://idp.test";
 type EcKey = <Es256 as Algorithm>::SigningKey;
 type EdKey = <Ed25519 as Algorithm>::SigningKey;
 
+#[allow(clippy::large_enum_variant)]
 enum Signer {
     Rsa(RsaPrivateKey),
     Ec(EcKey),
@@ -40,7 +41,8 @@ enum Signer {
 }
 
 fn rsa_private(name: &str) -> RsaPrivateKey {
-    RsaPrivateKey::from_pkcs8_pem(&read_text(&fixture_path(&format!("{name}.pem")))).expect("RSA PKCS#8")
+    RsaPrivateKey::from_pkcs8_pem(&read_text(&fixture_path(&format!("{name}.pem"))))
+        .expect("RSA PKCS#8")
 }
 
 fn ec_private(name: &str) -> EcKey {
@@ -52,7 +54,8 @@ fn ec_private(name: &str) -> EcKey {
         .position(|w| w == marker)
         .expect("ECPrivateKey")
         + marker.len();
-    <EcKey as jwt_compact::alg::SigningKey<Es256>>::from_slice(&der[at..at + 32]).expect("P-256 scalar")
+    <EcKey as jwt_compact::alg::SigningKey<Es256>>::from_slice(&der[at..at + 32])
+        .expect("P-256 scalar")
 }
 
 fn ed_private(name: &str) -> EdKey {
@@ -65,9 +68,10 @@ fn ed_private(name: &str) -> EdKey {
 }
 
 fn rsa_jwk(name: &str) -> Value {
-    let public =
-        rsa::RsaPublicKey::from_public_key_pem(&read_text(&fixture_path(&format!("{name}.pub.pem"))))
-            .expect("RSA SPKI");
+    let public = rsa::RsaPublicKey::from_public_key_pem(&read_text(&fixture_path(&format!(
+        "{name}.pub.pem"
+    ))))
+    .expect("RSA SPKI");
     json!({"kty": "RSA", "kid": name, "use": "sig", "n": b64u(&public.n().to_bytes_be()), "e": b64u(&public.e().to_bytes_be())})
 }
 
@@ -280,42 +284,74 @@ fn pipeline_table() {
         ("RS256", vec![rs256(&f, claims())], "allow"),
         (
             "RS384",
-            vec![jws(&f.rsa1, json!({"alg": "RS384", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS384", "kid": "rsa-1"}),
+                claims(),
+            )],
             "allow",
         ),
         (
             "RS512",
-            vec![jws(&f.rsa1, json!({"alg": "RS512", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS512", "kid": "rsa-1"}),
+                claims(),
+            )],
             "allow",
         ),
         (
             "PS256",
-            vec![jws(&f.rsa1, json!({"alg": "PS256", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "PS256", "kid": "rsa-1"}),
+                claims(),
+            )],
             "allow",
         ),
         (
             "PS384",
-            vec![jws(&f.rsa1, json!({"alg": "PS384", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "PS384", "kid": "rsa-1"}),
+                claims(),
+            )],
             "allow",
         ),
         (
             "PS512",
-            vec![jws(&f.rsa1, json!({"alg": "PS512", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "PS512", "kid": "rsa-1"}),
+                claims(),
+            )],
             "allow",
         ),
         (
             "ES256",
-            vec![jws(&f.ec1, json!({"alg": "ES256", "kid": "ec-1"}), claims())],
+            vec![jws(
+                &f.ec1,
+                json!({"alg": "ES256", "kid": "ec-1"}),
+                claims(),
+            )],
             "allow",
         ),
         (
             "EdDSA",
-            vec![jws(&f.ed1, json!({"alg": "EdDSA", "kid": "ed-1"}), claims())],
+            vec![jws(
+                &f.ed1,
+                json!({"alg": "EdDSA", "kid": "ed-1"}),
+                claims(),
+            )],
             "allow",
         ),
         (
             "RS256 by rsa-2",
-            vec![jws(&f.rsa2, json!({"alg": "RS256", "kid": "rsa-2"}), claims())],
+            vec![jws(
+                &f.rsa2,
+                json!({"alg": "RS256", "kid": "rsa-2"}),
+                claims(),
+            )],
             "allow",
         ),
         // time
@@ -352,7 +388,10 @@ fn pipeline_table() {
         ),
         (
             "exp is a string",
-            vec![rs256(&f, with(claims(), json!({"exp": (NOW + 300).to_string()})))],
+            vec![rs256(
+                &f,
+                with(claims(), json!({"exp": (NOW + 300).to_string()})),
+            )],
             "malformed",
         ),
         (
@@ -366,7 +405,10 @@ fn pipeline_table() {
         // issuer
         (
             "iss wrong",
-            vec![rs256(&f, with(claims(), json!({"iss": "https://evil.test"})))],
+            vec![rs256(
+                &f,
+                with(claims(), json!({"iss": "https://evil.test"})),
+            )],
             "wrong_issuer",
         ),
         (
@@ -376,7 +418,10 @@ fn pipeline_table() {
         ),
         (
             "iss trailing slash",
-            vec![rs256(&f, with(claims(), json!({"iss": "https://idp.test/"})))],
+            vec![rs256(
+                &f,
+                with(claims(), json!({"iss": "https://idp.test/"})),
+            )],
             "wrong_issuer",
         ),
         (
@@ -461,12 +506,20 @@ fn pipeline_table() {
         ),
         (
             "ES384 header",
-            vec![jws(&f.ec1, json!({"alg": "ES384", "kid": "ec-1"}), claims())],
+            vec![jws(
+                &f.ec1,
+                json!({"alg": "ES384", "kid": "ec-1"}),
+                claims(),
+            )],
             "alg_not_allowed",
         ),
         (
             "alg lowercase rs256",
-            vec![jws(&f.rsa1, json!({"alg": "rs256", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "rs256", "kid": "rsa-1"}),
+                claims(),
+            )],
             "alg_not_allowed",
         ),
         (
@@ -476,28 +529,48 @@ fn pipeline_table() {
         ),
         (
             "alg not a string",
-            vec![jws(&f.rsa1, json!({"alg": ["RS256"], "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": ["RS256"], "kid": "rsa-1"}),
+                claims(),
+            )],
             "malformed",
         ),
         // keys
         (
             "ES256 with kid of the RSA key",
-            vec![jws(&f.ec1, json!({"alg": "ES256", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.ec1,
+                json!({"alg": "ES256", "kid": "rsa-1"}),
+                claims(),
+            )],
             "key_mismatch",
         ),
         (
             "RS256 with kid of the EC key",
-            vec![jws(&f.rsa1, json!({"alg": "RS256", "kid": "ec-1"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS256", "kid": "ec-1"}),
+                claims(),
+            )],
             "key_mismatch",
         ),
         (
             "kid of the skipped P-384 key",
-            vec![jws(&f.ec1, json!({"alg": "ES256", "kid": "ec-384"}), claims())],
+            vec![jws(
+                &f.ec1,
+                json!({"alg": "ES256", "kid": "ec-384"}),
+                claims(),
+            )],
             "unknown_kid",
         ),
         (
             "unknown kid",
-            vec![jws(&f.rsa1, json!({"alg": "RS256", "kid": "nope"}), claims())],
+            vec![jws(
+                &f.rsa1,
+                json!({"alg": "RS256", "kid": "nope"}),
+                claims(),
+            )],
             "unknown_kid",
         ),
         (
@@ -532,12 +605,20 @@ fn pipeline_table() {
         ),
         (
             "rogue with kid rsa-1",
-            vec![jws(&f.rogue, json!({"alg": "RS256", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rogue,
+                json!({"alg": "RS256", "kid": "rsa-1"}),
+                claims(),
+            )],
             "bad_signature",
         ),
         (
             "rsa-2 signature, kid rsa-1",
-            vec![jws(&f.rsa2, json!({"alg": "RS256", "kid": "rsa-1"}), claims())],
+            vec![jws(
+                &f.rsa2,
+                json!({"alg": "RS256", "kid": "rsa-1"}),
+                claims(),
+            )],
             "bad_signature",
         ),
         (
@@ -565,7 +646,9 @@ fn pipeline_table() {
         ),
         (
             "signature with a leading zero byte",
-            vec![format!("{valid_input}.{}", b64u(&[&[0u8][..], &sig_bytes].concat())).into_bytes()],
+            vec![
+                format!("{valid_input}.{}", b64u(&[&[0u8][..], &sig_bytes].concat())).into_bytes(),
+            ],
             "bad_signature",
         ),
         (
@@ -832,11 +915,17 @@ fn provider_options() {
     // require_expiration false: no exp is fine, an expired exp still is not.
     let cfg = config_with(json!({"require_expiration": false}));
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": null})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"exp": null})))]
+        )),
         "allow"
     );
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": NOW - 61})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"exp": NOW - 61})))]
+        )),
         "expired"
     );
 
@@ -846,14 +935,22 @@ fn provider_options() {
     assert_eq!(
         code(&run(
             &cfg,
-            &[jws(&f.ed1, json!({"alg": "EdDSA", "kid": "ed-1"}), claims())]
+            &[jws(
+                &f.ed1,
+                json!({"alg": "EdDSA", "kid": "ed-1"}),
+                claims()
+            )]
         )),
         "alg_not_allowed"
     );
     assert_eq!(
         code(&run(
             &cfg,
-            &[jws(&f.ec1, json!({"alg": "ES256", "kid": "ec-1"}), claims())]
+            &[jws(
+                &f.ec1,
+                json!({"alg": "ES256", "kid": "ec-1"}),
+                claims()
+            )]
         )),
         "allow"
     );
@@ -861,34 +958,55 @@ fn provider_options() {
     // Skew 0: exp one second ago is expired, nbf one second ahead is not yet valid.
     let cfg = config_with(json!({"clock_skew_seconds": 0}));
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": NOW - 1})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"exp": NOW - 1})))]
+        )),
         "expired"
     );
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": NOW})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"exp": NOW})))]
+        )),
         "expired"
     );
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"exp": NOW + 1})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"exp": NOW + 1})))]
+        )),
         "allow"
     );
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"nbf": NOW + 1})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"nbf": NOW + 1})))]
+        )),
         "not_yet_valid"
     );
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"nbf": NOW})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"nbf": NOW})))]
+        )),
         "allow"
     );
 
     // No audiences configured: aud is not checked.
     let cfg = config_with(json!({"audiences": []}));
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"aud": null})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"aud": null})))]
+        )),
         "allow"
     );
     assert_eq!(
-        code(&run(&cfg, &[rs256(&f, with(claims(), json!({"aud": "other"})))])),
+        code(&run(
+            &cfg,
+            &[rs256(&f, with(claims(), json!({"aud": "other"})))]
+        )),
         "allow"
     );
 
@@ -922,7 +1040,13 @@ fn key_states() {
     );
     // No token at all never waits either.
     assert_eq!(
-        code(&authenticate(&cfg, requirement(&cfg), &[], &PendingKeys, NOW)),
+        code(&authenticate(
+            &cfg,
+            requirement(&cfg),
+            &[],
+            &PendingKeys,
+            NOW
+        )),
         "missing"
     );
 }
@@ -941,7 +1065,10 @@ fn local_key_set_skips_unsupported_keys() {
 #[test]
 fn deny_responses() {
     let header = |r: &jwt_guard::response::DenyResponse, name: &str| {
-        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     };
     let all = [
         Denial::Missing,
@@ -966,7 +1093,10 @@ fn deny_responses() {
         let r = deny_response(d, "test");
         let body: Value = serde_json::from_str(&r.body).expect("JSON body");
         assert_eq!(body["code"], d.code());
-        assert_eq!(header(&r, "content-type").as_deref(), Some("application/json"));
+        assert_eq!(
+            header(&r, "content-type").as_deref(),
+            Some("application/json")
+        );
         let www = header(&r, "www-authenticate");
         match d {
             Denial::Missing => {

@@ -78,7 +78,9 @@ fn run_primitive(file: &str, alg: Alg) -> Tally {
                 // No group in these files is expected to be refused by the JWK layer: every key is a
                 // supported curve or an RSA modulus within 2048..=4096 bits.
                 t.groups_rejected += 1;
-                failures.push(format!("group key refused by KeySet::parse: {e}; jwk={jwk}"));
+                failures.push(format!(
+                    "group key refused by KeySet::parse: {e}; jwk={jwk}"
+                ));
                 continue;
             }
         };
@@ -95,7 +97,10 @@ fn run_primitive(file: &str, alg: Alg) -> Tally {
                 "valid" => {
                     t.valid += 1;
                     if !got {
-                        failures.push(format!("tcId {id} valid but rejected ({})", case["comment"]));
+                        failures.push(format!(
+                            "tcId {id} valid but rejected ({})",
+                            case["comment"]
+                        ));
                     }
                 }
                 "invalid" => {
@@ -275,7 +280,8 @@ fn json_web_signature_vectors() {
     let doc = load("json_web_signature_test.json");
     let mut ran = 0;
     let mut skipped = 0;
-    let (mut valid_verified, mut valid_refused_expected, mut invalid_rejected, mut symmetric) = (0, 0, 0, 0);
+    let (mut valid_verified, mut valid_refused_expected, mut invalid_rejected, mut symmetric) =
+        (0, 0, 0, 0);
     let mut failures = Vec::new();
     for g in groups(&doc) {
         let (jwk, asymmetric) = jws_group_key(g);
@@ -321,9 +327,10 @@ fn json_web_signature_vectors() {
                         case["comment"]
                     )),
                 },
-                ("invalid", true, Ok(())) => {
-                    failures.push(format!("tcId {tc} ({}): invalid but verified", case["comment"]))
-                }
+                ("invalid", true, Ok(())) => failures.push(format!(
+                    "tcId {tc} ({}): invalid but verified",
+                    case["comment"]
+                )),
                 ("invalid", true, Err(_)) => invalid_rejected += 1,
                 (other, _, _) => panic!("tcId {tc}: unexpected result {other}"),
             }
@@ -382,7 +389,9 @@ fn json_web_key_vectors() {
         if must_have_no_key {
             match &set {
                 Err(JwksError::NoUsableKey { .. }) => no_usable_key += 1,
-                other => failures.push(format!("group {name}: expected NoUsableKey, got {other:?}")),
+                other => {
+                    failures.push(format!("group {name}: expected NoUsableKey, got {other:?}"))
+                }
             }
         }
         for case in tests(g) {

@@ -177,11 +177,14 @@ pub fn parse_response(mut raw: &[u8]) -> Result<Response, String> {
 
 /// True when `raw` holds a whole final response delimited by Content-Length or chunked encoding.
 fn is_framed_and_complete(raw: &[u8]) -> bool {
-    let Ok(r) = parse_response(raw) else { return false };
+    let Ok(r) = parse_response(raw) else {
+        return false;
+    };
     if r.header("content-length").is_some() {
         return true;
     }
-    r.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    r.header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
