@@ -7,6 +7,7 @@ ENVOY_BIN     ?= $(ENVOY_DIR)/envoy/_bin/envoy
 WASM          := $(CURDIR)/target/wasm32-wasip1/release/jwt_guard.wasm
 CARGO         ?= cargo
 PYTHON        ?= python3
+ARGS          ?=
 
 export ENVOY_BIN
 export WASM
@@ -29,7 +30,7 @@ $(ENVOY_BIN):
 	@$(ENVOY_BIN) --version
 
 run: build envoy
-	$(CARGO) run --quiet --release --locked -p wasm-test-harness -- demo
+	$(CARGO) run --quiet --release --locked -p wasm-test-harness -- demo $(ARGS)
 
 unit:
 	$(CARGO) test --locked -p jwt-guard

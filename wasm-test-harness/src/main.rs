@@ -12,10 +12,10 @@ use wasm_test_harness::{tokens, EchoUpstream, MockIdp};
 
 const USAGE: &str = "\
 usage:
-  wasm-test-harness demo [--wasm PATH] [--config PATH] [--template PATH] [--port N] [--admin-port N] [--concurrency N]
+  wasm-test-harness demo [--wasm PATH] [--config PATH] [--template PATH] [--port N] [--admin-port N] [--idp-port N] [--concurrency N]
       Start the mock IdP, an echo upstream and Envoy with jwt-guard; print a curl command; run until Ctrl-C.
       Defaults: --wasm $WASM or target/wasm32-wasip1/release/jwt_guard.wasm, --config envoy/plugin-config.json,
-                --template envoy/envoy.yaml, --port 10000, --admin-port 9901, --concurrency 2.
+                --template envoy/envoy.yaml, --port 10000, --admin-port 9901, --idp-port 10001, --concurrency 2.
       Env equivalents: WASM, CONFIG, TEMPLATE, PORT, ADMIN_PORT, CONCURRENCY. Envoy: ENVOY_BIN or .envoy/.
   wasm-test-harness mint [--alg ES256] [--sub alice] [--aud demo-api] [--ttl 3600] [--iss URL] [--kid KID]
       Print a token signed with the fixture keys (RS256..RS512, PS256..PS512 with rsa-1, ES256 with ec-1, EdDSA with ed-1).
@@ -123,6 +123,7 @@ fn demo(args: &Args) -> Result<(), String> {
         "template",
         "port",
         "admin-port",
+        "idp-port",
         "concurrency",
     ])?;
     let wasm = args
@@ -139,6 +140,7 @@ fn demo(args: &Args) -> Result<(), String> {
     );
     let port: u16 = args.num("port", Some("PORT"), 10000)?;
     let admin_port: u16 = args.num("admin-port", Some("ADMIN_PORT"), 9901)?;
+    let idp_port: u16 = args.num("idp-port", Some("IDP_PORT"), 10001)?;
     let concurrency: usize = args.num("concurrency", Some("CONCURRENCY"), 2)?;
 
     if !wasm.is_file() {
@@ -156,7 +158,8 @@ fn demo(args: &Args) -> Result<(), String> {
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
 
-    let idp = MockIdp::start();
+    let idp = MockIdp::start_on(idp_port)
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{idp_port} for the mock IdP ({e}); pass --idp-port"))?;
     let upstream = EchoUpstream::start();
     let mut envoy = Envoy::start_with_ports(
         EnvoyOptions {
