@@ -30,7 +30,7 @@ $(ENVOY_BIN):
 	@$(ENVOY_BIN) --version
 
 run: build envoy
-	$(CARGO) run --quiet --release --locked -p wasm-test-harness -- demo $(ARGS)
+	$(CARGO) run --quiet --locked -p wasm-test-harness -- demo $(ARGS)
 
 unit:
 	$(CARGO) test --locked -p jwt-guard

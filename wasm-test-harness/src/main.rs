@@ -158,8 +158,9 @@ fn demo(args: &Args) -> Result<(), String> {
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
 
-    let idp = MockIdp::start_on(idp_port)
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{idp_port} for the mock IdP ({e}); pass --idp-port"))?;
+    let idp = MockIdp::start_on(idp_port).map_err(|e| {
+        format!("cannot listen on 127.0.0.1:{idp_port} for the mock IdP ({e}); pass --idp-port")
+    })?;
     let upstream = EchoUpstream::start();
     let mut envoy = Envoy::start_with_ports(
         EnvoyOptions {
