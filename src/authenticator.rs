@@ -1,9 +1,10 @@
 //! The decision pipeline for one request, in Envoy's order: parse → issuer → algorithm allow-list →
 //! time (with skew) → audience → key lookup → signature. Cheap checks run before the signature so a
 //! flood of stale or foreign tokens costs no public-key operation. Every presented token must be
-//! valid; the first one gives the identity.
+//! valid; the first one gives the identity. Then the rule's authorisation: scopes (all-of and any-of,
+//! from `scope` or `scp`) and required claim values, checked on the verified identity.
 
-use crate::config::{Config, Provider, Requirement};
+use crate::config::{ClaimRequirement, Config, Provider, Requirement};
 use crate::crypto;
 use crate::error::Denial;
 use crate::jwks::{KeyLookup, KeySet};
@@ -31,7 +32,8 @@ pub struct Verified {
 
 #[derive(Debug)]
 pub enum Outcome {
-    Allow(Verified),
+    /// `None` only when the rule has `allow_missing` and no token was presented.
+    Allow(Option<Verified>),
     Deny(Denial),
     /// Keys for this provider are pending; decide again when they arrive.
     Wait(usize),
@@ -45,20 +47,28 @@ pub fn authenticate(
     now_secs: u64,
 ) -> Outcome {
     if tokens.is_empty() {
-        return Outcome::Deny(Denial::Missing);
+        return if requirement.allow_missing {
+            Outcome::Allow(None)
+        } else {
+            Outcome::Deny(Denial::Missing)
+        };
     }
     let mut identity = None;
     for token in tokens {
         match check_token(config, requirement, token, keys, now_secs) {
-            Outcome::Allow(v) => {
+            Outcome::Allow(Some(v)) => {
                 identity.get_or_insert(v);
             }
+            Outcome::Allow(None) => {}
             other => return other,
         }
     }
-    match identity {
-        Some(v) => Outcome::Allow(v),
-        None => Outcome::Deny(Denial::Missing),
+    let Some(identity) = identity else {
+        return Outcome::Deny(Denial::Missing);
+    };
+    match authorize(requirement, &identity.claims) {
+        Ok(()) => Outcome::Allow(Some(identity)),
+        Err(d) => Outcome::Deny(d),
     }
 }
 
@@ -90,12 +100,16 @@ fn check_token(
     };
     let mut first_denial = None;
     for (index, provider) in providers().filter(|(_, p)| p.issuer == iss) {
-        match check_with_provider(index, provider, &parsed, token.len(), keys, now) {
+        let audiences = requirement
+            .audiences
+            .as_ref()
+            .unwrap_or(&provider.audiences);
+        match check_with_provider(index, provider, audiences, &parsed, token.len(), keys, now) {
             Ok(()) => {
-                return Outcome::Allow(Verified {
+                return Outcome::Allow(Some(Verified {
                     provider: index,
                     claims: parsed.claims,
-                })
+                }))
             }
             Err(Outcome::Wait(p)) => return Outcome::Wait(p),
             Err(Outcome::Deny(d)) => {
@@ -121,6 +135,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
 fn check_with_provider(
     index: usize,
     provider: &Provider,
+    audiences: &[String],
     token: &UntrustedToken,
     token_len: usize,
     keys: &dyn Keys,
@@ -146,16 +161,16 @@ fn check_with_provider(
         Ok(Some(nbf)) if now + skew < nbf => return deny(Denial::NotYetValid),
         Ok(_) => {}
     }
-    if !provider.audiences.is_empty() {
+    if !audiences.is_empty() {
         let ok = match token.claims.get("aud") {
-            Some(Value::String(a)) => provider.audiences.iter().any(|x| x == a),
+            Some(Value::String(a)) => audiences.iter().any(|x| x == a),
             Some(Value::Array(list)) => {
                 if !list.iter().all(Value::is_string) {
                     return deny(Denial::Malformed("aud is not a string or array of strings"));
                 }
                 list.iter()
                     .filter_map(Value::as_str)
-                    .any(|a| provider.audiences.iter().any(|x| x == a))
+                    .any(|a| audiences.iter().any(|x| x == a))
             }
             Some(_) => return deny(Denial::Malformed("aud is not a string or array of strings")),
             None => false,
@@ -183,4 +198,83 @@ fn check_with_provider(
             }
         }
     }
+}
+
+/// The scopes a token grants: the union of `scope` (space-delimited string, RFC 8693) and `scp`
+/// (array of strings, or a space-delimited string, as some IdPs issue it).
+pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for name in ["scope", "scp"] {
+        match claims.get(name) {
+            Some(Value::String(s)) => out.extend(s.split_ascii_whitespace()),
+            Some(Value::Array(items)) => out.extend(items.iter().filter_map(Value::as_str)),
+            _ => {}
+        }
+    }
+    let mut seen = Vec::new();
+    out.retain(|s| {
+        let fresh = !seen.contains(s);
+        seen.push(*s);
+        fresh
+    });
+    out
+}
+
+/// A claim by name, or by dotted path into nested objects (`org.id`) when no top-level claim has
+/// the full name (claim names such as `https://example.com/tenant` contain dots themselves).
+pub fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(name) {
+        return Some(v);
+    }
+    let mut parts = name.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn claim_fits(claims: &Map<String, Value>, req: &ClaimRequirement) -> bool {
+    let Some(value) = claim(claims, &req.name).filter(|v| !v.is_null()) else {
+        return false;
+    };
+    let Some(allowed) = &req.values else {
+        return true;
+    };
+    let candidates: Vec<String> = match value {
+        Value::Array(items) => items.iter().filter_map(scalar_text).collect(),
+        other => scalar_text(other).into_iter().collect(),
+    };
+    candidates.iter().any(|c| allowed.contains(c))
+}
+
+fn authorize(requirement: &Requirement, claims: &Map<String, Value>) -> Result<(), Denial> {
+    let granted = granted_scopes(claims);
+    let all = requirement
+        .scopes
+        .iter()
+        .all(|s| granted.contains(&s.as_str()));
+    let any = requirement.any_scopes.is_empty()
+        || requirement
+            .any_scopes
+            .iter()
+            .any(|s| granted.contains(&s.as_str()));
+    if !all || !any {
+        let mut needed = requirement.scopes.clone();
+        needed.extend(requirement.any_scopes.iter().cloned());
+        return Err(Denial::InsufficientScope(needed.join(" ")));
+    }
+    if !requirement.claims.iter().all(|c| claim_fits(claims, c)) {
+        return Err(Denial::ClaimMismatch);
+    }
+    Ok(())
 }

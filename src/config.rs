@@ -47,8 +47,12 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     rules: Vec<RawRule>,
+    default: Option<RawDefault>,
     realm: Option<String>,
     jwks_wait_timeout: Option<String>,
+    allow_cors_preflight: Option<bool>,
+    strip_header_prefixes: Option<Vec<String>>,
+    max_header_value_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +69,15 @@ struct RawProvider {
     from_params: Option<Vec<String>>,
     from_cookies: Option<Vec<String>>,
     max_token_bytes: Option<usize>,
+    claim_to_headers: Option<Vec<RawClaimHeader>>,
+    forward_token: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimHeader {
+    claim: String,
+    header: String,
 }
 
 #[derive(Deserialize)]
@@ -99,9 +112,20 @@ struct RawHeaderSource {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
+    name: Option<String>,
     #[serde(rename = "match")]
     matcher: RawMatch,
     requires: Option<RawRequirement>,
+    mode: Option<Mode>,
+    on_keys_unavailable: Option<OnKeysUnavailable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefault {
+    requires: Option<RawRequirement>,
+    mode: Option<Mode>,
+    on_keys_unavailable: Option<OnKeysUnavailable>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +133,10 @@ struct RawRule {
 struct RawMatch {
     prefix: Option<String>,
     path: Option<String>,
+    template: Option<String>,
+    methods: Option<Vec<String>>,
+    hosts: Option<Vec<String>>,
+    route_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +144,18 @@ struct RawMatch {
 struct RawRequirement {
     provider_name: Option<String>,
     requires_any: Option<RawRequiresAny>,
+    audiences: Option<Vec<String>>,
+    scopes: Option<Vec<String>>,
+    any_scopes: Option<Vec<String>>,
+    claims: Option<Vec<RawClaimRequirement>>,
+    allow_missing: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimRequirement {
+    name: String,
+    values: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +176,20 @@ struct RawProviderRef {
 pub struct Config {
     pub providers: Vec<Provider>,
     pub rules: Vec<Rule>,
+    /// Applies when no rule matches; `None` means deny (`no_rule`).
+    pub default_rule: Option<Rule>,
+    /// Whether any rule matches on Envoy's route name (the filter then reads `xds.route_name`).
+    pub uses_route_names: bool,
+    pub allow_cors_preflight: bool,
+    /// Client headers with these (lowercase) prefixes are removed before anything else.
+    pub strip_header_prefixes: Vec<String>,
+    /// Every header the filter itself may set; also removed from every client request.
+    pub managed_headers: Vec<String>,
+    /// Headers that carry tokens (`from_headers`): never stripped as identity headers, since the
+    /// filter must still read (and verify) what the client presents there.
+    pub token_headers: Vec<String>,
+    /// Claim values longer than this are not written into headers.
+    pub max_header_value_bytes: usize,
     pub realm: String,
     /// How long a request may wait for the first key set of a provider before failing closed.
     pub jwks_wait_timeout_ms: u64,
@@ -153,7 +207,20 @@ pub struct Provider {
     pub require_expiration: bool,
     pub sources: Vec<TokenSource>,
     pub max_token_bytes: usize,
+    pub claim_to_headers: Vec<ClaimHeader>,
+    /// False: the token is removed from the request before it is forwarded.
+    pub forward_token: bool,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    /// Claim name or dotted path (`org.id`); `scope` means the union of `scope` and `scp`.
+    pub claim: String,
+    pub header: String,
+}
+
+pub const SHADOW_HEADER: &str = "x-auth-shadow";
+pub const DEGRADED_HEADER: &str = "x-auth-degraded";
 
 #[derive(Debug)]
 pub enum JwksSource {
@@ -187,21 +254,81 @@ pub enum TokenSource {
 
 #[derive(Debug)]
 pub struct Rule {
-    pub matcher: PathMatch,
+    /// For logs (and metric labels later): the configured name, or `rules[i]` / `default`.
+    pub name: String,
+    pub matcher: Matcher,
     /// `None`: the route needs no token.
     pub requires: Option<Requirement>,
+    pub mode: Mode,
+    pub on_keys_unavailable: OnKeysUnavailable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Deny with 401/403/503.
+    Enforce,
+    /// Decide fully, never block; tell the upstream and the log what would have happened.
+    Shadow,
+    /// No authentication (identity headers are still stripped).
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnKeysUnavailable {
+    /// 503 with Retry-After.
+    FailClosed,
+    /// Let the request through without identity, flagged with `x-auth-degraded` and logged.
+    Degraded,
+}
+
+#[derive(Debug, Default)]
+pub struct Matcher {
+    pub path: Option<PathMatch>,
+    /// Uppercase methods; empty matches any.
+    pub methods: Vec<String>,
+    /// Lowercase hosts without port; `*.example.com` matches subdomains. Empty matches any.
+    pub hosts: Vec<String>,
+    pub route_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     Prefix(String),
     Exact(String),
+    /// Segments of a template: a literal, `*`/`{name}` for one segment, `**` (last) for the rest.
+    Template(Vec<Segment>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    One,
+    Rest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
     /// Indexes into `Config::providers`; a token from any one of them satisfies the rule.
     pub providers: Vec<usize>,
+    /// Replaces the providers' audiences for this rule.
+    pub audiences: Option<Vec<String>>,
+    /// All of these scopes are required.
+    pub scopes: Vec<String>,
+    /// At least one of these scopes is required (when not empty).
+    pub any_scopes: Vec<String>,
+    pub claims: Vec<ClaimRequirement>,
+    /// A request without any token passes (without identity); a presented token must still be valid.
+    pub allow_missing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequirement {
+    pub name: String,
+    /// `None`: the claim must be present (and not null). Otherwise its value (or one of its array
+    /// elements) must equal one of these.
+    pub values: Option<Vec<String>>,
 }
 
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -304,55 +431,105 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     if raw.rules.is_empty() {
         return Err(err(
             "rules",
-            "at least one rule is required (requests matching no rule are denied)",
+            "at least one rule is required (requests matching no rule are denied unless a default is set)",
         ));
     }
     let mut rules = Vec::new();
     for (i, r) in raw.rules.iter().enumerate() {
         let f = format!("rules[{i}]");
-        let matcher = match (&r.matcher.prefix, &r.matcher.path) {
-            (Some(p), None) => PathMatch::Prefix(p.clone()),
-            (None, Some(p)) => PathMatch::Exact(p.clone()),
-            _ => {
+        let name = match &r.name {
+            Some(n) if n.is_empty() || n.bytes().any(|b| !b.is_ascii_graphic()) => {
                 return Err(err(
-                    format!("{f}.match"),
-                    "exactly one of prefix or path is required",
+                    format!("{f}.name"),
+                    "must be printable ASCII without spaces",
                 ))
             }
+            Some(n) => n.clone(),
+            None => f.clone(),
         };
-        let (PathMatch::Prefix(p) | PathMatch::Exact(p)) = &matcher;
-        if !p.starts_with('/') {
-            return Err(err(format!("{f}.match"), "must start with /"));
+        if rules.iter().any(|x: &Rule| x.name == name) {
+            return Err(err(
+                format!("{f}.name"),
+                format!("{name:?} is used by another rule"),
+            ));
         }
-        let requires = match &r.requires {
-            None => None,
-            Some(req) => Some(match (&req.provider_name, &req.requires_any) {
-                (Some(name), None) => Requirement {
-                    providers: vec![index_of(&format!("{f}.requires.provider_name"), name)?],
-                },
-                (None, Some(any)) => {
-                    if any.requirements.is_empty() {
-                        return Err(err(format!("{f}.requires.requires_any.requirements"), "must not be empty"));
-                    }
-                    let mut idx = Vec::new();
-                    for (j, pr) in any.requirements.iter().enumerate() {
-                        let field = format!("{f}.requires.requires_any.requirements[{j}].provider_name");
-                        let k = index_of(&field, &pr.provider_name)?;
-                        if !idx.contains(&k) {
-                            idx.push(k);
-                        }
-                    }
-                    Requirement { providers: idx }
-                }
-                _ => {
+        let matcher = compile_match(&format!("{f}.match"), &r.matcher)?;
+        let requires =
+            compile_requirement(&format!("{f}.requires"), r.requires.as_ref(), &index_of)?;
+        rules.push(Rule {
+            name,
+            matcher,
+            requires,
+            mode: r.mode.unwrap_or(Mode::Enforce),
+            on_keys_unavailable: r
+                .on_keys_unavailable
+                .unwrap_or(OnKeysUnavailable::FailClosed),
+        });
+    }
+    let default_rule = match &raw.default {
+        None => None,
+        Some(d) => Some(Rule {
+            name: "default".to_owned(),
+            matcher: Matcher::default(),
+            requires: compile_requirement("default.requires", d.requires.as_ref(), &index_of)?,
+            mode: d.mode.unwrap_or(Mode::Enforce),
+            on_keys_unavailable: d
+                .on_keys_unavailable
+                .unwrap_or(OnKeysUnavailable::FailClosed),
+        }),
+    };
+    let uses_route_names = rules.iter().any(|r| r.matcher.route_name.is_some());
+    let strip_header_prefixes = match &raw.strip_header_prefixes {
+        None => vec![
+            "x-user-".to_owned(),
+            "x-tenant-".to_owned(),
+            "x-auth-".to_owned(),
+        ],
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                let p = p.to_ascii_lowercase();
+                if p.len() < 3 || !is_header_name(&p) {
                     return Err(err(
-                        format!("{f}.requires"),
-                        "exactly one of provider_name or requires_any is required (omit requires for a public route)",
-                    ))
+                        format!("strip_header_prefixes[{i}]"),
+                        "must be a header-name prefix of at least 3 characters",
+                    ));
                 }
-            }),
-        };
-        rules.push(Rule { matcher, requires });
+                out.push(p);
+            }
+            out
+        }
+    };
+    let mut managed_headers = vec![SHADOW_HEADER.to_owned(), DEGRADED_HEADER.to_owned()];
+    for p in &providers {
+        for ch in &p.claim_to_headers {
+            if !managed_headers.contains(&ch.header) {
+                managed_headers.push(ch.header.clone());
+            }
+        }
+    }
+    let mut token_headers: Vec<String> = Vec::new();
+    for p in &providers {
+        for source in &p.sources {
+            if let TokenSource::Header { name, .. } = source {
+                if managed_headers.contains(name) {
+                    return Err(err(
+                        format!("providers.{}.from_headers", p.name),
+                        format!("{name:?} is also an identity header the filter sets"),
+                    ));
+                }
+                if !token_headers.contains(name) {
+                    token_headers.push(name.clone());
+                }
+            }
+        }
+    }
+    let max_header_value_bytes = raw.max_header_value_bytes.unwrap_or(4096);
+    if !(16..=16_384).contains(&max_header_value_bytes) {
+        return Err(err(
+            "max_header_value_bytes",
+            "must be between 16 and 16384",
+        ));
     }
     let realm = raw.realm.unwrap_or_else(|| "envoy".to_owned());
     if realm.is_empty()
@@ -375,9 +552,187 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         providers,
         rules,
+        default_rule,
+        uses_route_names,
+        allow_cors_preflight: raw.allow_cors_preflight.unwrap_or(true),
+        strip_header_prefixes,
+        managed_headers,
+        token_headers,
+        max_header_value_bytes,
         realm,
         jwks_wait_timeout_ms,
     })
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn compile_match(f: &str, m: &RawMatch) -> Result<Matcher, ConfigError> {
+    let path = match (&m.prefix, &m.path, &m.template) {
+        (None, None, None) => None,
+        (Some(p), None, None) => Some(PathMatch::Prefix(p.clone())),
+        (None, Some(p), None) => Some(PathMatch::Exact(p.clone())),
+        (None, None, Some(t)) => Some(PathMatch::Template(compile_template(
+            &format!("{f}.template"),
+            t,
+        )?)),
+        _ => return Err(err(f, "at most one of prefix, path or template")),
+    };
+    for (which, p) in [
+        ("prefix", &m.prefix),
+        ("path", &m.path),
+        ("template", &m.template),
+    ] {
+        if let Some(p) = p {
+            if !p.starts_with('/') || p.contains(['?', '#']) {
+                return Err(err(
+                    format!("{f}.{which}"),
+                    "must start with / and hold no query or fragment",
+                ));
+            }
+        }
+    }
+    let mut methods = Vec::new();
+    for (i, method) in m.methods.iter().flatten().enumerate() {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(err(
+                format!("{f}.methods[{i}]"),
+                "must be an HTTP method name",
+            ));
+        }
+        methods.push(method.to_ascii_uppercase());
+    }
+    let mut hosts = Vec::new();
+    for (i, host) in m.hosts.iter().flatten().enumerate() {
+        let h = host.to_ascii_lowercase();
+        let bare = h.strip_prefix("*.").unwrap_or(&h);
+        if bare.is_empty()
+            || bare.contains('*')
+            || !bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(err(
+                format!("{f}.hosts[{i}]"),
+                "must be a host name, optionally starting with *. (no port)",
+            ));
+        }
+        hosts.push(h);
+    }
+    if let Some(name) = &m.route_name {
+        if name.is_empty() {
+            return Err(err(format!("{f}.route_name"), "must not be empty"));
+        }
+    }
+    Ok(Matcher {
+        path,
+        methods,
+        hosts,
+        route_name: m.route_name.clone(),
+    })
+}
+
+fn compile_template(f: &str, t: &str) -> Result<Vec<Segment>, ConfigError> {
+    let parts: Vec<&str> = t.trim_start_matches('/').split('/').collect();
+    let mut segments = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let seg = match *part {
+            "**" if i + 1 == parts.len() => Segment::Rest,
+            "**" => return Err(err(f, "** may only be the last segment")),
+            "*" => Segment::One,
+            p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => Segment::One,
+            p if p.contains(['*', '{', '}']) => {
+                return Err(err(
+                    f,
+                    format!("segment {p:?}: use *, {{name}} or ** as whole segments"),
+                ))
+            }
+            p => Segment::Literal(p.to_owned()),
+        };
+        segments.push(seg);
+    }
+    Ok(segments)
+}
+
+fn compile_requirement(
+    f: &str,
+    req: Option<&RawRequirement>,
+    index_of: &dyn Fn(&str, &str) -> Result<usize, ConfigError>,
+) -> Result<Option<Requirement>, ConfigError> {
+    let Some(req) = req else { return Ok(None) };
+    let providers = match (&req.provider_name, &req.requires_any) {
+        (Some(name), None) => vec![index_of(&format!("{f}.provider_name"), name)?],
+        (None, Some(any)) => {
+            if any.requirements.is_empty() {
+                return Err(err(format!("{f}.requires_any.requirements"), "must not be empty"));
+            }
+            let mut idx = Vec::new();
+            for (j, pr) in any.requirements.iter().enumerate() {
+                let field = format!("{f}.requires_any.requirements[{j}].provider_name");
+                let k = index_of(&field, &pr.provider_name)?;
+                if !idx.contains(&k) {
+                    idx.push(k);
+                }
+            }
+            idx
+        }
+        _ => {
+            return Err(err(
+                f,
+                "exactly one of provider_name or requires_any is required (omit requires for a public route)",
+            ))
+        }
+    };
+    let list = |field: &str, v: &Option<Vec<String>>| -> Result<Vec<String>, ConfigError> {
+        let v = v.clone().unwrap_or_default();
+        if v.iter().any(|x| {
+            x.is_empty()
+                || x.bytes().any(|b| {
+                    b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'\\'
+                })
+        }) {
+            return Err(err(
+                format!("{f}.{field}"),
+                "entries must be non-empty, without spaces, quotes or backslashes",
+            ));
+        }
+        Ok(v)
+    };
+    let audiences = match &req.audiences {
+        None => None,
+        Some(a) if a.is_empty() => {
+            return Err(err(format!("{f}.audiences"), "must not be empty when set"))
+        }
+        Some(_) => Some(list("audiences", &req.audiences)?),
+    };
+    let mut claims = Vec::new();
+    for (i, c) in req.claims.iter().flatten().enumerate() {
+        if c.name.is_empty() {
+            return Err(err(format!("{f}.claims[{i}].name"), "must not be empty"));
+        }
+        if c.values.as_ref().is_some_and(Vec::is_empty) {
+            return Err(err(
+                format!("{f}.claims[{i}].values"),
+                "must not be empty when set (omit it to require presence)",
+            ));
+        }
+        claims.push(ClaimRequirement {
+            name: c.name.clone(),
+            values: c.values.clone(),
+        });
+    }
+    Ok(Some(Requirement {
+        providers,
+        audiences,
+        scopes: list("scopes", &req.scopes)?,
+        any_scopes: list("any_scopes", &req.any_scopes)?,
+        claims,
+        allow_missing: req.allow_missing.unwrap_or(false),
+    }))
 }
 
 fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError> {
@@ -543,7 +898,67 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
             prefix: "Bearer ".to_owned(),
         });
     }
+    let claim_to_headers = match &p.claim_to_headers {
+        None => vec![
+            ClaimHeader {
+                claim: "sub".into(),
+                header: "x-user-sub".into(),
+            },
+            ClaimHeader {
+                claim: "iss".into(),
+                header: "x-user-iss".into(),
+            },
+            ClaimHeader {
+                claim: "scope".into(),
+                header: "x-user-scope".into(),
+            },
+            ClaimHeader {
+                claim: "tenant".into(),
+                header: "x-tenant-id".into(),
+            },
+        ],
+        Some(list) => {
+            let mut out: Vec<ClaimHeader> = Vec::new();
+            for (i, ch) in list.iter().enumerate() {
+                let header = ch.header.to_ascii_lowercase();
+                if !is_header_name(&header) || header.starts_with(':') {
+                    return Err(err(
+                        format!("{f}.claim_to_headers[{i}].header"),
+                        "must be a header name",
+                    ));
+                }
+                if matches!(
+                    header.as_str(),
+                    "authorization" | "cookie" | "host" | "content-length" | "transfer-encoding"
+                ) {
+                    return Err(err(
+                        format!("{f}.claim_to_headers[{i}].header"),
+                        "must not be a protocol or credential header",
+                    ));
+                }
+                if ch.claim.is_empty() {
+                    return Err(err(
+                        format!("{f}.claim_to_headers[{i}].claim"),
+                        "must not be empty",
+                    ));
+                }
+                if out.iter().any(|x| x.header == header) {
+                    return Err(err(
+                        format!("{f}.claim_to_headers[{i}].header"),
+                        "is mapped twice",
+                    ));
+                }
+                out.push(ClaimHeader {
+                    claim: ch.claim.clone(),
+                    header,
+                });
+            }
+            out
+        }
+    };
     Ok(Provider {
+        claim_to_headers,
+        forward_token: p.forward_token.unwrap_or(true),
         name: name.to_owned(),
         issuer: p.issuer.clone(),
         audiences,

@@ -28,10 +28,17 @@ pub enum Denial {
     WrongIssuer,
     /// `aud` absent or none of its values is allowed.
     WrongAudience,
+    /// The token lacks a scope the rule requires (403, RFC 6750 `insufficient_scope`). Carries the
+    /// rule's required scopes, from config, for the `scope` attribute of the challenge.
+    InsufficientScope(String),
+    /// A claim the rule requires is absent or has a value the rule does not allow.
+    ClaimMismatch,
     /// No key set could be had in time (IdP down, slow, or returning garbage).
     KeysUnavailable,
     /// The request matched no rule; the filter fails closed.
     NoRule,
+    /// The host refused a call the filter needs (e.g. reading or removing headers): fail closed.
+    Internal,
 }
 
 impl Denial {
@@ -51,8 +58,11 @@ impl Denial {
             Denial::MissingExp => "missing_exp",
             Denial::WrongIssuer => "wrong_issuer",
             Denial::WrongAudience => "wrong_audience",
+            Denial::InsufficientScope(_) => "insufficient_scope",
+            Denial::ClaimMismatch => "claim_mismatch",
             Denial::KeysUnavailable => "keys_unavailable",
             Denial::NoRule => "no_rule",
+            Denial::Internal => "internal_error",
         }
     }
 
@@ -73,8 +83,11 @@ impl Denial {
             Denial::MissingExp => "token has no exp",
             Denial::WrongIssuer => "issuer not accepted",
             Denial::WrongAudience => "audience not accepted",
+            Denial::InsufficientScope(_) => "token lacks a required scope",
+            Denial::ClaimMismatch => "required claim missing or not allowed",
             Denial::KeysUnavailable => "signing keys unavailable",
             Denial::NoRule => "no rule matches this request",
+            Denial::Internal => "the filter could not process this request",
         }
     }
 }

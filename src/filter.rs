@@ -10,13 +10,15 @@
 //! past the filter before it is decided.
 
 use crate::authenticator::{authenticate, KeyState, Keys, Outcome};
-use crate::config::{Config, JwksSource};
+use crate::config::{Config, JwksSource, Mode, Requirement, Rule};
 use crate::error::Denial;
 use crate::extractor::{extract, RequestView};
+use crate::headers;
 use crate::jwks::{KeySet, MAX_JWKS_BYTES};
 use crate::keycache::{ProviderCache, SharedStore, StoreError, SyncResult};
+use crate::policy;
 use crate::response::deny_response;
-use crate::rules;
+use crate::rules::{self, RequestInfo};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
@@ -68,7 +70,7 @@ impl SharedStore for HostStore {
 /// A request parked until its provider's keys arrive.
 struct Waiter {
     context_id: u32,
-    rule: usize,
+    rule: RuleRef,
     tokens: Vec<Vec<u8>>,
     deadline_ms: u64,
     parked: Rc<Cell<bool>>,
@@ -138,13 +140,13 @@ impl Vm {
     fn decide(
         &self,
         config: &Config,
-        rule: usize,
+        rule: &Rule,
         tokens: &[Vec<u8>],
         now_ms: u64,
         may_wait: bool,
     ) -> Outcome {
-        let Some(requirement) = config.rules.get(rule).and_then(|r| r.requires.as_ref()) else {
-            return Outcome::Deny(Denial::NoRule);
+        let Some(requirement) = rule.requires.as_ref() else {
+            return Outcome::Allow(None);
         };
         let keys = VmKeys {
             vm: self,
@@ -256,7 +258,11 @@ impl Root {
         {
             let vm = self.vm.borrow();
             for w in waiters {
-                match vm.decide(&config, w.rule, &w.tokens, now, now < w.deadline_ms) {
+                let Some(rule) = w.rule.get(&config) else {
+                    decided.push((w, Outcome::Deny(Denial::NoRule)));
+                    continue;
+                };
+                match vm.decide(&config, rule, &w.tokens, now, now < w.deadline_ms) {
                     Outcome::Wait(_) => still.push(w),
                     outcome => decided.push((w, outcome)),
                 }
@@ -268,21 +274,18 @@ impl Root {
             if hostcalls::set_effective_context(w.context_id).is_err() {
                 continue; // the stream is gone
             }
-            match outcome {
-                Outcome::Allow(_) => {
-                    w.parked.set(false);
-                    if let Err(status) = hostcalls::resume_http_request() {
-                        log(
-                            LogLevel::Warn,
-                            &format!("could not resume a request: {status:?}"),
-                        );
-                    }
+            let Some(rule) = w.rule.get(&config) else {
+                send_denial(&config, &Denial::NoRule);
+                continue;
+            };
+            if carry_out(&config, policy::plan(&config, rule, outcome)) {
+                w.parked.set(false);
+                if let Err(status) = hostcalls::resume_http_request() {
+                    log(
+                        LogLevel::Warn,
+                        &format!("could not resume a request: {status:?}"),
+                    );
                 }
-                Outcome::Deny(denial) => {
-                    log(LogLevel::Debug, &format!("deny after wait: {denial}"));
-                    send_denial(&config, &denial);
-                }
-                Outcome::Wait(_) => {}
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);
@@ -442,6 +445,91 @@ impl RootContext for Root {
     }
 }
 
+/// Which rule a parked request is under: an index into `rules`, or the default rule.
+#[derive(Clone, Copy)]
+enum RuleRef {
+    Index(usize),
+    Default,
+}
+
+impl RuleRef {
+    fn get(self, config: &Config) -> Option<&Rule> {
+        match self {
+            RuleRef::Index(i) => config.rules.get(i),
+            RuleRef::Default => config.default_rule.as_ref(),
+        }
+    }
+
+    fn of(config: &Config, rule: &Rule) -> RuleRef {
+        match config.rules.iter().position(|r| std::ptr::eq(r, rule)) {
+            Some(i) => RuleRef::Index(i),
+            None => RuleRef::Default,
+        }
+    }
+}
+
+/// Applies a plan in the current (effective) stream: answers it, or sets headers and logs. Returns
+/// true when the request should go on to the upstream.
+fn carry_out(config: &Config, plan: policy::Plan) -> bool {
+    if let Some(denial) = plan.respond {
+        log(LogLevel::Debug, &format!("deny: {denial}"));
+        send_denial(config, &denial);
+        return false;
+    }
+    for (name, value) in &plan.set_headers {
+        if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).is_err() {
+            // An identity header that cannot be set must not leave the request half-described.
+            log(LogLevel::Error, &format!("could not set {name}; denying"));
+            send_denial(config, &Denial::Internal);
+            return false;
+        }
+    }
+    for d in &plan.dropped {
+        log(
+            LogLevel::Warn,
+            &format!("claim for {} not forwarded: {}", d.header, d.reason),
+        );
+    }
+    if let Some(line) = &plan.log {
+        log(LogLevel::Info, line);
+    }
+    true
+}
+
+/// Removes every client header the filter owns (see `headers::to_strip`). False if the host refused.
+fn strip_identity_headers(config: &Config) -> bool {
+    let Ok(all) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+        return false;
+    };
+    let names = headers::to_strip(config, all.iter().map(|(n, _)| n.as_str()));
+    names
+        .iter()
+        .all(|n| hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, n, None).is_ok())
+}
+
+/// Removes the token from where `headers::token_scrub` says it must not travel on.
+fn scrub_token(config: &Config, requirement: &Requirement, path: &[u8]) -> bool {
+    let cookie = HostRequest.header("cookie");
+    let scrub = headers::token_scrub(config, requirement, path, cookie.as_deref());
+    let mut ok = true;
+    for name in &scrub.remove_headers {
+        ok &= hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None).is_ok();
+    }
+    if let Some(new_path) = &scrub.path {
+        ok &= hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":path", Some(new_path))
+            .is_ok();
+    }
+    if let Some(new_cookie) = &scrub.cookie {
+        ok &= hostcalls::set_map_value_bytes(
+            MapType::HttpRequestHeaders,
+            "cookie",
+            new_cookie.as_deref(),
+        )
+        .is_ok();
+    }
+    ok
+}
+
 struct Http {
     context_id: u32,
     vm: Rc<RefCell<Vm>>,
@@ -475,13 +563,42 @@ impl HttpContext for Http {
             send_denial_unconfigured();
             return Action::Pause;
         };
-        let path = HostRequest.header(":path").unwrap_or_default();
-        let Some((rule_index, rule)) = rules::find(&config, &path) else {
+        // Before anything else, on every path: no client-supplied identity header survives.
+        if !strip_identity_headers(&config) {
+            send_denial(&config, &Denial::Internal);
+            return Action::Pause;
+        }
+        let header = |name: &str| HostRequest.header(name).unwrap_or_default();
+        let info = RequestInfo {
+            path: header(":path"),
+            method: header(":method"),
+            authority: header(":authority"),
+            route_name: if config.uses_route_names {
+                hostcalls::get_property(vec!["xds", "route_name"])
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            },
+        };
+        if config.allow_cors_preflight
+            && rules::is_cors_preflight(
+                &info.method,
+                HostRequest.header("origin").is_some(),
+                HostRequest
+                    .header("access-control-request-method")
+                    .is_some(),
+            )
+        {
+            return Action::Continue;
+        }
+        let Some(rule) = rules::find(&config, &info) else {
             send_denial(&config, &Denial::NoRule);
             return Action::Pause;
         };
-        let Some(requirement) = &rule.requires else {
-            return Action::Continue;
+        let requirement = match (&rule.requires, rule.mode) {
+            (Some(r), Mode::Enforce | Mode::Shadow) => r,
+            _ => return Action::Continue,
         };
         let sources = requirement
             .providers
@@ -489,6 +606,10 @@ impl HttpContext for Http {
             .filter_map(|&i| config.providers.get(i))
             .flat_map(|p| p.sources.iter());
         let tokens = extract(sources, &HostRequest);
+        if !scrub_token(&config, requirement, &info.path) {
+            send_denial(&config, &Denial::Internal);
+            return Action::Pause;
+        }
         let now = now_ms();
         let outcome = {
             let mut vm = self.vm.borrow_mut();
@@ -502,28 +623,25 @@ impl HttpContext for Http {
             {
                 vm.sync_all();
             }
-            vm.decide(&config, rule_index, &tokens, now, true)
+            vm.decide(&config, rule, &tokens, now, true)
         };
-        match outcome {
-            Outcome::Allow(_) => Action::Continue,
-            Outcome::Deny(denial) => {
-                log(LogLevel::Debug, &format!("deny: {denial}"));
-                send_denial(&config, &denial);
-                Action::Pause
-            }
-            Outcome::Wait(_) => {
-                self.parked.set(true);
-                self.vm.borrow_mut().waiters.push(Waiter {
-                    context_id: self.context_id,
-                    rule: rule_index,
-                    tokens,
-                    deadline_ms: now + config.jwks_wait_timeout_ms,
-                    parked: self.parked.clone(),
-                });
-                // Sets the tick of this VM's root context, so the wait is noticed quickly.
-                let _ = hostcalls::set_tick_period(FAST_TICK);
-                Action::Pause
-            }
+        if let Outcome::Wait(_) = outcome {
+            self.parked.set(true);
+            self.vm.borrow_mut().waiters.push(Waiter {
+                context_id: self.context_id,
+                rule: RuleRef::of(&config, rule),
+                tokens,
+                deadline_ms: now + config.jwks_wait_timeout_ms,
+                parked: self.parked.clone(),
+            });
+            // Sets the tick of this VM's root context, so the wait is noticed quickly.
+            let _ = hostcalls::set_tick_period(FAST_TICK);
+            return Action::Pause;
+        }
+        if carry_out(&config, policy::plan(&config, rule, outcome)) {
+            Action::Continue
+        } else {
+            Action::Pause
         }
     }
 

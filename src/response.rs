@@ -18,9 +18,12 @@ pub const RETRY_AFTER_SECS: u32 = 5;
 pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
     let (status, error) = match denial {
         Denial::Missing => (401, None),
-        Denial::WrongAudience => (403, Some("insufficient_scope")),
+        Denial::WrongAudience | Denial::InsufficientScope(_) | Denial::ClaimMismatch => {
+            (403, Some("insufficient_scope"))
+        }
         Denial::NoRule => (403, None),
         Denial::KeysUnavailable => (503, None),
+        Denial::Internal => (500, None),
         _ => (401, Some("invalid_token")),
     };
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
@@ -30,17 +33,30 @@ pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
             "www-authenticate".to_owned(),
             format!("Bearer realm=\"{realm}\""),
         )),
-        (_, Some(error)) => headers.push((
-            "www-authenticate".to_owned(),
-            format!(
-                "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"",
-                denial.description()
-            ),
-        )),
+        (_, Some(error)) => {
+            // RFC 6750 §3: `scope` names what the resource needs; it comes from config, never from
+            // the request, and config validation keeps it free of quotes and control characters.
+            let scope = match denial {
+                Denial::InsufficientScope(required) => format!(", scope=\"{required}\""),
+                _ => String::new(),
+            };
+            headers.push((
+                "www-authenticate".to_owned(),
+                format!(
+                    "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"{scope}",
+                    denial.description()
+                ),
+            ))
+        }
         _ => {}
     }
     let body = serde_json::json!({
-        "error": error.unwrap_or(match status { 401 => "unauthorized", 403 => "forbidden", _ => "unavailable" }),
+        "error": error.unwrap_or(match status {
+            401 => "unauthorized",
+            403 => "forbidden",
+            500 => "internal_error",
+            _ => "unavailable",
+        }),
         "code": denial.code(),
         "message": denial.description(),
     })

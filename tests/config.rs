@@ -79,7 +79,10 @@ fn shipped_plugin_config_is_accepted() {
         JwksSource::Local(_) => panic!("expected remote JWKS"),
     }
     assert_eq!(cfg.rules.len(), 2);
-    assert_eq!(cfg.rules[0].matcher, PathMatch::Prefix("/healthz".into()));
+    assert_eq!(
+        cfg.rules[0].matcher.path,
+        Some(PathMatch::Prefix("/healthz".into()))
+    );
     assert!(cfg.rules[0].requires.is_none());
     assert_eq!(
         cfg.rules[1].requires.as_ref().map(|r| r.providers.clone()),
@@ -436,14 +439,74 @@ fn errors_name_their_field() {
             "rules[0].match",
         ),
         (
-            "rule with neither",
-            edit(|v| v["rules"][0]["match"] = json!({})),
+            "rule with prefix and template",
+            edit(|v| v["rules"][0]["match"] = json!({"prefix": "/a", "template": "/a/*"})),
             "rules[0].match",
+        ),
+        (
+            "template with ** not last",
+            edit(|v| v["rules"][0]["match"] = json!({"template": "/a/**/b"})),
+            "rules[0].match.template",
+        ),
+        (
+            "template with a partial wildcard",
+            edit(|v| v["rules"][0]["match"] = json!({"template": "/a/b*"})),
+            "rules[0].match.template",
+        ),
+        (
+            "method that is not a token",
+            edit(|v| v["rules"][0]["match"] = json!({"methods": ["GET POST"]})),
+            "rules[0].match.methods[0]",
+        ),
+        (
+            "host with a port",
+            edit(|v| v["rules"][0]["match"] = json!({"hosts": ["a.example:443"]})),
+            "rules[0].match.hosts[0]",
+        ),
+        (
+            "unknown mode",
+            edit(|v| v["rules"][0]["mode"] = json!("audit")),
+            "rules[0].mode",
+        ),
+        (
+            "unknown keys-unavailable policy",
+            edit(|v| v["rules"][0]["on_keys_unavailable"] = json!("open")),
+            "rules[0].on_keys_unavailable",
+        ),
+        (
+            "scope with a quote",
+            edit(|v| {
+                v["rules"][1]["requires"]["scopes"] = json!(["a\"b"]);
+            }),
+            "rules[1].requires.scopes",
+        ),
+        (
+            "claim requirement with empty values",
+            edit(|v| {
+                v["rules"][1]["requires"]["claims"] = json!([{"name": "tenant", "values": []}]);
+            }),
+            "rules[1].requires.claims[0].values",
+        ),
+        (
+            "claim header onto authorization",
+            edit(|v| {
+                v["providers"]["corp"]["claim_to_headers"] =
+                    json!([{"claim": "sub", "header": "Authorization"}]);
+            }),
+            "providers.corp.claim_to_headers[0].header",
+        ),
+        (
+            "duplicate rule names",
+            edit(|v| {
+                v["rules"][0]["name"] = json!("x");
+                v["rules"][1]["name"] = json!("x");
+            }),
+            "rules[1].name",
         ),
         (
             "rule path not absolute",
             edit(|v| v["rules"][0]["match"] = json!({"path": "healthz"})),
-            "rules[0].match",
+            "rules[0].match.path",
         ),
         (
             "rule typo",

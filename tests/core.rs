@@ -901,7 +901,7 @@ fn allow_carries_identity() {
     let f = fixtures();
     let cfg = config();
     match run(&cfg, &[rs256(&f, claims())]) {
-        Outcome::Allow(v) => {
+        Outcome::Allow(Some(v)) => {
             assert_eq!(v.provider, 0);
             assert_eq!(v.claims["sub"], "alice");
         }

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::client::{try_http_request, Response};
@@ -31,6 +32,19 @@ pub fn wasm_path() -> PathBuf {
 pub fn default_template() -> PathBuf {
     repo_root().join("envoy/envoy.yaml")
 }
+
+/// `<repo>/envoy/envoy-lds.yaml`: the bootstrap whose listener comes from a file (LDS), see [`Envoy::start_lds`].
+pub fn default_lds_bootstrap_template() -> PathBuf {
+    repo_root().join("envoy/envoy-lds.yaml")
+}
+
+/// `<repo>/envoy/lds.yaml`: the listener resource file for [`default_lds_bootstrap_template`].
+pub fn default_lds_template() -> PathBuf {
+    repo_root().join("envoy/lds.yaml")
+}
+
+/// How long [`Envoy::update_plugin_config`] waits for Envoy to apply a new listener.
+pub const LDS_UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `<repo>/envoy/plugin-config.json`
 pub fn demo_config_path() -> PathBuf {
@@ -131,36 +145,194 @@ impl Default for EnvoyOptions {
 
 impl EnvoyOptions {
     /// The rendered bootstrap with the given admin/listener ports (0 = ephemeral).
+    /// A file-LDS bootstrap ({{LDS_PATH}}/{{LDS_DIR}}) is an error here: use [`Envoy::start_lds`],
+    /// [`validate_lds_options`] or [`validate_options`], which render the listener file too.
     pub fn render_config(&self, listen_port: u16, admin_port: u16) -> Result<String, String> {
-        let template = fs::read_to_string(&self.template).map_err(|e| {
-            format!(
-                "cannot read Envoy template {}: {e}",
-                self.template.display()
-            )
-        })?;
-        let plugin_config =
-            serde_json::to_string(&self.plugin_config).map_err(|e| e.to_string())?;
-        let wasm = self.wasm.to_string_lossy().into_owned();
-        let rendered = render(
-            &template,
+        self.render_file(
+            &self.template,
             &[
                 ("ADMIN_PORT", admin_port.to_string()),
                 ("LISTEN_PORT", listen_port.to_string()),
-                ("UPSTREAM_PORT", self.upstream_port.to_string()),
-                ("IDP_PORT", self.idp_port.to_string()),
-                ("WASM_PATH", wasm),
-                ("PLUGIN_CONFIG", plugin_config),
             ],
-        );
+        )
+    }
+
+    /// Render `template` with the common placeholders ({{UPSTREAM_PORT}} {{IDP_PORT}} {{WASM_PATH}}
+    /// {{PLUGIN_CONFIG}}) plus `extra`; any placeholder left over is an error.
+    fn render_file(&self, template: &Path, extra: &[(&str, String)]) -> Result<String, String> {
+        let text = fs::read_to_string(template)
+            .map_err(|e| format!("cannot read Envoy template {}: {e}", template.display()))?;
+        self.render_text(&text, template, extra)
+    }
+
+    fn render_text(
+        &self,
+        text: &str,
+        template: &Path,
+        extra: &[(&str, String)],
+    ) -> Result<String, String> {
+        let plugin_config =
+            serde_json::to_string(&self.plugin_config).map_err(|e| e.to_string())?;
+        let wasm = self.wasm.to_string_lossy().into_owned();
+        let mut vars: Vec<(&str, String)> = extra.to_vec();
+        vars.extend([
+            ("UPSTREAM_PORT", self.upstream_port.to_string()),
+            ("IDP_PORT", self.idp_port.to_string()),
+            ("WASM_PATH", wasm),
+            ("PLUGIN_CONFIG", plugin_config),
+        ]);
+        let rendered = render(text, &vars);
         let left = leftover_placeholders(&rendered);
         if !left.is_empty() {
+            let hint = if left
+                .iter()
+                .any(|p| p == "{{LDS_PATH}}" || p == "{{LDS_DIR}}")
+            {
+                " ({{LDS_PATH}}/{{LDS_DIR}} are only known when the listener file is rendered too: \
+                 use Envoy::start_lds / validate_lds_options)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "template {} has unknown placeholders: {left:?}",
-                self.template.display()
+                "template {} has unknown placeholders: {left:?}{hint}",
+                template.display()
             ));
         }
         Ok(rendered)
     }
+
+    /// The rendered listener (LDS) file: {{LISTEN_PORT}} {{VERSION}} plus the common placeholders.
+    fn render_lds(
+        &self,
+        lds_template: &str,
+        path: &Path,
+        listen_port: u16,
+        version: u64,
+    ) -> Result<String, String> {
+        if !lds_template.contains("{{VERSION}}") {
+            return Err(format!(
+                "LDS template {} must set `version_info: \"{{{{VERSION}}}}\"` (the harness detects an applied update by it)",
+                path.display()
+            ));
+        }
+        self.render_text(
+            lds_template,
+            path,
+            &[
+                ("LISTEN_PORT", listen_port.to_string()),
+                ("VERSION", version.to_string()),
+            ],
+        )
+    }
+}
+
+/// True if a bootstrap template takes its listeners from a file ({{LDS_PATH}}).
+fn is_lds_bootstrap(template_text: &str) -> bool {
+    template_text.contains("{{LDS_PATH}}") || template_text.contains("{{LDS_DIR}}")
+}
+
+/// A free port on 127.0.0.1 (bound to :0 and released).
+pub fn pick_free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Write `text` to `path` atomically: a sibling temp file renamed over it (file-based xDS only
+/// reacts to a file *moved* onto the watched path, never to an in-place write).
+fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("cannot rename {} to {}: {e}", tmp.display(), path.display())
+    })
+}
+
+/// Turn a rendered file-LDS bootstrap plus its rendered listener file into one static bootstrap (the
+/// listeners under `static_resources.listeners`, `dynamic_resources` dropped), so that
+/// `envoy --mode validate` checks the listener too: validate mode never reads LDS files.
+///
+/// The listener file must be laid out like envoy/lds.yaml: a top-level `resources:` block sequence whose
+/// items start with `- "@type": type.googleapis.com/envoy.config.listener.v3.Listener`.
+pub fn lds_as_static_bootstrap(bootstrap: &str, lds: &str) -> Result<String, String> {
+    const ITEM: &str = "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener";
+    let mut lines = lds.lines();
+    if !lines.by_ref().any(|l| l.trim_end() == "resources:") {
+        return Err("listener file has no top-level `resources:`".into());
+    }
+    let mut listeners = String::new();
+    let mut item_start = false;
+    let mut count = 0;
+    for line in lines {
+        let t = line.trim_end();
+        if t.is_empty() || t.trim_start().starts_with('#') {
+            continue;
+        }
+        if !t.starts_with(' ') && !t.starts_with('-') {
+            return Err(format!(
+                "unexpected top-level key after `resources:` (put it first): {t}"
+            ));
+        }
+        if t == ITEM {
+            item_start = true;
+            count += 1;
+            continue;
+        }
+        if t.starts_with('-') {
+            return Err(format!(
+                "every resource must start with `{ITEM}` on its own line: {t}"
+            ));
+        }
+        let line = if item_start {
+            item_start = false;
+            match t.strip_prefix("  ") {
+                Some(rest) if !rest.starts_with(' ') => format!("- {rest}"),
+                _ => return Err(format!("unexpected indentation after `{ITEM}`: {t}")),
+            }
+        } else {
+            t.to_string()
+        };
+        listeners.push_str("    ");
+        listeners.push_str(&line);
+        listeners.push('\n');
+    }
+    if count == 0 {
+        return Err(format!("listener file has no `{ITEM}` resources"));
+    }
+    let mut out = String::new();
+    let mut skipping = false;
+    let mut inserted = false;
+    for line in bootstrap.lines() {
+        let top_level = !line.starts_with(' ') && !line.starts_with('#') && !line.trim().is_empty();
+        if top_level {
+            skipping = line.trim_end() == "dynamic_resources:";
+        }
+        if skipping {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line.trim_end() == "static_resources:" {
+            out.push_str("  listeners:\n");
+            out.push_str(&listeners);
+            inserted = true;
+        }
+    }
+    if !inserted {
+        out.push_str("static_resources:\n  listeners:\n");
+        out.push_str(&listeners);
+    }
+    Ok(out)
 }
 
 /// A running Envoy. Killed (and waited for) on drop; its temp dir (config + log) is removed then,
@@ -172,6 +344,19 @@ pub struct Envoy {
     config_path: PathBuf,
     admin_port: u16,
     listen_port: u16,
+    /// Set when the listener comes from a file (LDS mode).
+    lds: Option<Mutex<LdsState>>,
+    lds_path: Option<PathBuf>,
+}
+
+/// What `update_plugin_config` needs to re-render the listener file.
+struct LdsState {
+    opts: EnvoyOptions,
+    template_text: String,
+    template_path: PathBuf,
+    listen_port: u16,
+    /// `version_info` of the file last written.
+    version: u64,
 }
 
 /// Files of one Envoy run (temp dir with the rendered config and log).
@@ -180,6 +365,8 @@ struct Prepared {
     config_path: PathBuf,
     log_path: PathBuf,
     admin_path: PathBuf,
+    /// LDS mode: the listener file and what rendered it.
+    lds: Option<(PathBuf, LdsState)>,
 }
 
 fn make_temp_dir() -> Result<PathBuf, String> {
@@ -199,20 +386,113 @@ fn make_temp_dir() -> Result<PathBuf, String> {
 }
 
 fn prepare(opts: &EnvoyOptions, listen_port: u16, admin_port: u16) -> Result<Prepared, String> {
-    let rendered = opts.render_config(listen_port, admin_port)?;
+    prepare_with(opts, listen_port, admin_port, None)
+}
+
+/// Render the bootstrap (and, for a file-LDS bootstrap, the listener file `lds.yaml` from `lds_template`,
+/// default envoy/lds.yaml) into a new temp dir. In LDS mode a listen port of 0 is replaced by a concrete
+/// free port, so that listener updates keep the address.
+fn prepare_with(
+    opts: &EnvoyOptions,
+    listen_port: u16,
+    admin_port: u16,
+    lds_template: Option<&Path>,
+) -> Result<Prepared, String> {
+    let text = fs::read_to_string(&opts.template).map_err(|e| {
+        format!(
+            "cannot read Envoy template {}: {e}",
+            opts.template.display()
+        )
+    })?;
+    if !is_lds_bootstrap(&text) {
+        if let Some(t) = lds_template {
+            return Err(format!(
+                "an LDS template ({}) was given but bootstrap {} has no {{{{LDS_PATH}}}}",
+                t.display(),
+                opts.template.display()
+            ));
+        }
+        let rendered = opts.render_config(listen_port, admin_port)?;
+        let dir = make_temp_dir()?;
+        let config_path = dir.join("envoy.yaml");
+        fs::write(&config_path, rendered)
+            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        return Ok(Prepared {
+            log_path: dir.join("envoy.log"),
+            admin_path: dir.join("admin-address"),
+            config_path,
+            dir,
+            lds: None,
+        });
+    }
+
+    let template_path = lds_template
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_lds_template);
+    let template_text = fs::read_to_string(&template_path)
+        .map_err(|e| format!("cannot read LDS template {}: {e}", template_path.display()))?;
+    let listen_port = if listen_port == 0 {
+        pick_free_port()?
+    } else {
+        listen_port
+    };
+    let state = LdsState {
+        opts: opts.clone(),
+        template_text,
+        template_path,
+        listen_port,
+        version: 1,
+    };
+    let lds_text = opts.render_lds(
+        &state.template_text,
+        &state.template_path,
+        listen_port,
+        state.version,
+    )?;
     let dir = make_temp_dir()?;
+    let lds_path = dir.join("lds.yaml");
+    let rendered = opts.render_text(
+        &text,
+        &opts.template,
+        &[
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("LISTEN_PORT", listen_port.to_string()),
+            ("LDS_PATH", lds_path.to_string_lossy().into_owned()),
+            ("LDS_DIR", dir.to_string_lossy().into_owned()),
+        ],
+    );
+    let rendered = match rendered {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
     let config_path = dir.join("envoy.yaml");
-    fs::write(&config_path, rendered)
-        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let written = fs::write(&config_path, rendered)
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))
+        .and_then(|_| write_atomically(&lds_path, &lds_text));
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&dir);
+        return Err(e);
+    }
     Ok(Prepared {
         log_path: dir.join("envoy.log"),
         admin_path: dir.join("admin-address"),
         config_path,
         dir,
+        lds: Some((lds_path, state)),
     })
 }
 
 fn spawn(bin: &Path, p: &Prepared, concurrency: usize) -> Result<Child, String> {
+    // A typo in a file-delivered listener would otherwise be ignored silently (Envoy only counts
+    // unknown fields of dynamic resources in server.dynamic_unknown_fields).
+    let strict: &[&str] = if p.lds.is_some() {
+        &["--reject-unknown-dynamic-fields"]
+    } else {
+        &[]
+    };
     let log = File::create(&p.log_path)
         .map_err(|e| format!("cannot create {}: {e}", p.log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
@@ -228,6 +508,7 @@ fn spawn(bin: &Path, p: &Prepared, concurrency: usize) -> Result<Child, String> 
             "-l",
             "info",
         ])
+        .args(strict)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
@@ -269,9 +550,40 @@ impl Envoy {
         listen_port: u16,
         admin_port: u16,
     ) -> Result<Envoy, String> {
+        Envoy::start_prepared(&opts, listen_port, admin_port, None)
+    }
+
+    /// Start Envoy with its listener delivered by file-based LDS, so that the plugin config can be changed
+    /// live with [`Envoy::update_plugin_config`]. `opts.template` is a bootstrap with
+    /// `dynamic_resources.lds_config.path_config_source` on {{LDS_PATH}} (and optionally
+    /// `watched_directory` on {{LDS_DIR}}), e.g. [`default_lds_bootstrap_template`]; `lds_template` is the
+    /// listener file (e.g. [`default_lds_template`]) with `version_info: "{{VERSION}}"`, {{LISTEN_PORT}} and
+    /// the usual placeholders. The listen port is a concrete free port. Returns once the listener's first
+    /// version is active (up to ~20 s); a rejected listener file is an error with the log tail.
+    pub fn start_lds(opts: EnvoyOptions, lds_template: &Path) -> Result<Envoy, String> {
+        Envoy::start_prepared(&opts, 0, 0, Some(lds_template))
+    }
+
+    fn start_prepared(
+        opts: &EnvoyOptions,
+        listen_port: u16,
+        admin_port: u16,
+        lds_template: Option<&Path>,
+    ) -> Result<Envoy, String> {
         let bin = envoy_bin()?;
-        let p = prepare(&opts, listen_port, admin_port)?;
-        let child = spawn(&bin, &p, opts.concurrency)?;
+        let mut p = prepare_with(opts, listen_port, admin_port, lds_template)?;
+        let child = match spawn(&bin, &p, opts.concurrency) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&p.dir);
+                return Err(e);
+            }
+        };
+        let lds = p.lds.take();
+        let fixed_port = lds
+            .as_ref()
+            .map(|(_, s)| s.listen_port)
+            .unwrap_or(listen_port);
         let mut envoy = Envoy {
             child: Some(child),
             dir: p.dir.clone(),
@@ -279,10 +591,138 @@ impl Envoy {
             config_path: p.config_path.clone(),
             admin_port: 0,
             listen_port: 0,
+            lds_path: lds.as_ref().map(|(path, _)| path.clone()),
+            lds: lds.map(|(_, s)| Mutex::new(s)),
         };
         // On error `envoy` is dropped here, which kills the process.
-        envoy.wait_ready(&p.admin_path, listen_port)?;
+        let started = Instant::now();
+        envoy.wait_ready(&p.admin_path, fixed_port)?;
+        if envoy.lds.is_some() {
+            let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
+            envoy.wait_lds_applied(1, 0, left.max(Duration::from_secs(1)))?;
+        }
         Ok(envoy)
+    }
+
+    /// LDS mode: re-render the listener file with `plugin_config` (everything else as at start), replace it
+    /// atomically (sibling temp file renamed over it) and wait (up to [`LDS_UPDATE_TIMEOUT`]) until Envoy has
+    /// accepted it (`listener_manager.lds.version_text` is the new version) and no listener is still warming.
+    /// Err (with the log tail) if Envoy rejects the update - it then keeps serving the previous listener - or
+    /// on timeout, or if Envoy was not started with [`Envoy::start_lds`] / an LDS bootstrap.
+    pub fn update_plugin_config(&self, plugin_config: &str) -> Result<(), String> {
+        let lds = self
+            .lds
+            .as_ref()
+            .ok_or("update_plugin_config needs an Envoy started in LDS mode (Envoy::start_lds)")?;
+        let mut state = lds.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.lds_path.as_deref().ok_or("no LDS path")?;
+        let mut opts = state.opts.clone();
+        opts.plugin_config = plugin_config.to_string();
+        let version = state.version + 1;
+        let text = opts.render_lds(
+            &state.template_text,
+            &state.template_path,
+            state.listen_port,
+            version,
+        )?;
+        let (_, bad_before) = self.lds_stats()?;
+        write_atomically(path, &text)?;
+        state.version = version;
+        self.wait_lds_applied(version, bad_before, LDS_UPDATE_TIMEOUT)?;
+        state.opts = opts;
+        Ok(())
+    }
+
+    /// LDS mode: the listener file Envoy watches (in the temp dir).
+    pub fn lds_path(&self) -> Option<&Path> {
+        self.lds_path.as_deref()
+    }
+
+    /// LDS mode: `version_info` of the listener file last written (1 at start, +1 per update).
+    pub fn lds_version(&self) -> Option<u64> {
+        self.lds
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).version)
+    }
+
+    /// (`listener_manager.lds.version_text`, rejected + failed LDS updates so far).
+    fn lds_stats(&self) -> Result<(Option<String>, u64), String> {
+        let r = self.admin_get("/stats?filter=listener_manager.lds.")?;
+        if r.status != 200 {
+            return Err(format!("/stats: {} {}", r.status, r.body.trim()));
+        }
+        let mut version = None;
+        let mut bad = 0;
+        for line in r.body.lines() {
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            match name {
+                "listener_manager.lds.version_text" => {
+                    version = Some(value.trim().trim_matches('"').to_string())
+                }
+                "listener_manager.lds.update_rejected" | "listener_manager.lds.update_failure" => {
+                    bad += value.trim().parse::<u64>().unwrap_or(0)
+                }
+                _ => {}
+            }
+        }
+        Ok((version, bad))
+    }
+
+    /// None once every dynamic listener is active and none is warming; otherwise what is still pending.
+    fn lds_pending(&self) -> Result<Option<String>, String> {
+        let r = self.admin_get("/config_dump?resource=dynamic_listeners")?;
+        let v: serde_json::Value = serde_json::from_str(&r.body)
+            .map_err(|e| format!("/config_dump: bad JSON ({e}): {}", r.body))?;
+        let configs = v["configs"].as_array().cloned().unwrap_or_default();
+        if configs.is_empty() {
+            return Ok(Some("no dynamic listeners yet".into()));
+        }
+        for l in &configs {
+            if !l["warming_state"].is_null() {
+                return Ok(Some(format!("listener {} is warming", l["name"])));
+            }
+            if l["active_state"].is_null() {
+                return Ok(Some(format!("listener {} is not active: {l}", l["name"])));
+            }
+        }
+        Ok(None)
+    }
+
+    fn wait_lds_applied(
+        &self,
+        version: u64,
+        bad_before: u64,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let want = version.to_string();
+        loop {
+            let last = match self.lds_stats() {
+                Ok((_, bad)) if bad > bad_before => {
+                    // Give the log a moment to carry the reason.
+                    std::thread::sleep(Duration::from_millis(50));
+                    return Err(self.fail(&format!(
+                        "rejected listener file version {want} ({})",
+                        self.lds_path.as_deref().unwrap_or(Path::new("?")).display()
+                    )));
+                }
+                Ok((Some(v), _)) if v == want => match self.lds_pending() {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(p)) => p,
+                    Err(e) => e,
+                },
+                Ok((v, _)) => format!("lds.version_text is {v:?}, waiting for {want:?}"),
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                return Err(self.fail(&format!(
+                    "did not apply listener file version {want} within {timeout:?} ({last})"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn fail(&self, what: &str) -> String {
@@ -518,10 +958,35 @@ pub fn validate(config_path: &Path) -> Result<(), String> {
     }
 }
 
-/// Render `opts` (ports 0) to a temp file and `validate` it.
+/// Render `opts` (ports 0) to a temp file and `validate` it. A file-LDS bootstrap is rendered with
+/// envoy/lds.yaml as its listener file and validated as by [`validate_lds_options`].
 pub fn validate_options(opts: &EnvoyOptions) -> Result<(), String> {
-    let p = prepare(opts, 0, 0)?;
-    let result = validate(&p.config_path);
+    validate_prepared(prepare(opts, 0, 0)?)
+}
+
+/// Validate a file-LDS bootstrap (`opts.template`) and its listener file `lds_template`, both rendered.
+/// `envoy --mode validate` never reads LDS files, so this validates twice: the bootstrap as rendered,
+/// then the same bootstrap with the rendered listener(s) moved into `static_resources`
+/// ([`lds_as_static_bootstrap`]), which checks the listener strictly (including the wasm filter's
+/// configure step).
+pub fn validate_lds_options(opts: &EnvoyOptions, lds_template: &Path) -> Result<(), String> {
+    validate_prepared(prepare_with(opts, 0, 0, Some(lds_template))?)
+}
+
+fn validate_prepared(p: Prepared) -> Result<(), String> {
+    let result = validate(&p.config_path).and_then(|()| {
+        let Some((lds_path, state)) = &p.lds else {
+            return Ok(());
+        };
+        let bootstrap = fs::read_to_string(&p.config_path).map_err(|e| e.to_string())?;
+        let lds = fs::read_to_string(lds_path).map_err(|e| e.to_string())?;
+        let combined = lds_as_static_bootstrap(&bootstrap, &lds)
+            .map_err(|e| format!("{}: {e}", state.template_path.display()))?;
+        let combined_path = p.dir.join("envoy-static-for-validate.yaml");
+        fs::write(&combined_path, combined).map_err(|e| e.to_string())?;
+        validate(&combined_path)
+            .map_err(|e| format!("listener file {}: {e}", state.template_path.display()))
+    });
     let _ = fs::remove_dir_all(&p.dir);
     result
 }

@@ -1,0 +1,84 @@
+//! Turns an authentication outcome into what happens to the request under the rule's mode:
+//! - `enforce`: allow (with identity headers) or deny; `keys_unavailable` may be let through only
+//!   where the rule opted into `on_keys_unavailable: degraded` (flagged to the upstream, logged);
+//! - `shadow`: never blocks. The upstream gets `x-auth-shadow: allow` or `deny; reason=<code>`, the log
+//!   a line for every would-deny, and identity headers only when the token was valid.
+//!
+//! Nothing else can turn an error into access.
+
+use crate::authenticator::{claim, Outcome};
+use crate::config::{Config, Mode, OnKeysUnavailable, Rule, DEGRADED_HEADER, SHADOW_HEADER};
+use crate::error::Denial;
+use crate::headers::{identity_headers, Dropped};
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Answer the request with this denial instead of forwarding it.
+    pub respond: Option<Denial>,
+    /// Headers to set on the forwarded request.
+    pub set_headers: Vec<(String, String)>,
+    /// Claims that were not written into headers, and why.
+    pub dropped: Vec<Dropped>,
+    /// A line for Envoy's log (never contains a token or a claim value other than `sub`).
+    pub log: Option<String>,
+}
+
+fn sub_of(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Allow(Some(v)) => match claim(&v.claims, "sub").and_then(|s| s.as_str()) {
+            Some(s) if s.len() <= 256 && !s.bytes().any(|b| b.is_ascii_control()) => s.to_owned(),
+            _ => "-".to_owned(),
+        },
+        _ => "-".to_owned(),
+    }
+}
+
+/// `outcome` must be decided (not `Wait`); a `Wait` is treated as keys unavailable.
+pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
+    let mut plan = Plan::default();
+    let sub = sub_of(&outcome);
+    match (rule.mode, outcome) {
+        (Mode::Off, _) => {}
+        (mode, Outcome::Allow(identity)) => {
+            if let Some(v) = identity {
+                if let Some(provider) = config.providers.get(v.provider) {
+                    let (set, dropped) =
+                        identity_headers(provider, &v.claims, config.max_header_value_bytes);
+                    plan.set_headers = set;
+                    plan.dropped = dropped;
+                }
+            }
+            if mode == Mode::Shadow {
+                plan.set_headers
+                    .push((SHADOW_HEADER.to_owned(), "allow".to_owned()));
+            }
+        }
+        (mode, outcome) => {
+            let denial = match outcome {
+                Outcome::Deny(d) => d,
+                _ => Denial::KeysUnavailable,
+            };
+            let code = denial.code();
+            if mode == Mode::Shadow {
+                plan.set_headers
+                    .push((SHADOW_HEADER.to_owned(), format!("deny; reason={code}")));
+                plan.log = Some(format!(
+                    "shadow rule={} would deny: reason={code} sub={sub}",
+                    rule.name
+                ));
+            } else if denial == Denial::KeysUnavailable
+                && rule.on_keys_unavailable == OnKeysUnavailable::Degraded
+            {
+                plan.set_headers
+                    .push((DEGRADED_HEADER.to_owned(), code.to_owned()));
+                plan.log = Some(format!(
+                    "degraded rule={}: signing keys unavailable, passing the request without identity",
+                    rule.name
+                ));
+            } else {
+                plan.respond = Some(denial);
+            }
+        }
+    }
+    plan
+}
