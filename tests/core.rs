@@ -1151,3 +1151,319 @@ fn realm_comes_from_config() {
         .iter()
         .any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer realm=\"test\"")));
 }
+
+// ---------- rule requirements, modes and the header plan ----------
+
+/// A config whose single rule carries `requires` extras and a mode.
+fn rule_config(requires_extra: Value, mode: &str, provider_extra: Value) -> Config {
+    let mut provider =
+        json!({"issuer": ISS, "audiences": ["api"], "local_jwks": {"inline": jwks()}});
+    for (k, v) in provider_extra.as_object().expect("object") {
+        provider[k] = v.clone();
+    }
+    let mut requires = json!({"provider_name": "idp"});
+    for (k, v) in requires_extra.as_object().expect("object") {
+        requires[k] = v.clone();
+    }
+    let doc = json!({
+        "realm": "test",
+        "providers": {"idp": provider},
+        "rules": [{"name": "r", "match": {"prefix": "/"}, "requires": requires, "mode": mode,
+                   "on_keys_unavailable": "degraded"}],
+    });
+    Config::parse(doc.to_string().as_bytes()).unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+#[test]
+fn requirement_table() {
+    let f = fixtures();
+    let tok = |extra: Value| rs256(&f, with(claims(), extra));
+    let cases: Vec<(&str, Value, Option<Vec<u8>>, &str)> = vec![
+        (
+            "scope string has all",
+            json!({"scopes": ["a", "b"]}),
+            Some(tok(json!({"scope": "b x a"}))),
+            "allow",
+        ),
+        (
+            "scope string lacks one",
+            json!({"scopes": ["a", "b"]}),
+            Some(tok(json!({"scope": "a"}))),
+            "insufficient_scope",
+        ),
+        (
+            "scp array",
+            json!({"scopes": ["a"]}),
+            Some(tok(json!({"scp": ["x", "a"]}))),
+            "allow",
+        ),
+        (
+            "scp string",
+            json!({"scopes": ["a"]}),
+            Some(tok(json!({"scp": "x a"}))),
+            "allow",
+        ),
+        (
+            "scope and scp merged",
+            json!({"scopes": ["a", "b"]}),
+            Some(tok(json!({"scope": "a", "scp": ["b"]}))),
+            "allow",
+        ),
+        (
+            "no scope claim",
+            json!({"scopes": ["a"]}),
+            Some(tok(json!({}))),
+            "insufficient_scope",
+        ),
+        (
+            "scope as a number",
+            json!({"scopes": ["1"]}),
+            Some(tok(json!({"scope": 1}))),
+            "insufficient_scope",
+        ),
+        (
+            "any_scopes one of",
+            json!({"any_scopes": ["admin", "ops"]}),
+            Some(tok(json!({"scope": "ops"}))),
+            "allow",
+        ),
+        (
+            "any_scopes none",
+            json!({"any_scopes": ["admin", "ops"]}),
+            Some(tok(json!({"scope": "read"}))),
+            "insufficient_scope",
+        ),
+        (
+            "scope prefix is not a scope",
+            json!({"scopes": ["read"]}),
+            Some(tok(json!({"scope": "read:items"}))),
+            "insufficient_scope",
+        ),
+        (
+            "claim present",
+            json!({"claims": [{"name": "tenant"}]}),
+            Some(tok(json!({"tenant": "acme"}))),
+            "allow",
+        ),
+        (
+            "claim absent",
+            json!({"claims": [{"name": "tenant"}]}),
+            Some(tok(json!({}))),
+            "claim_mismatch",
+        ),
+        (
+            "claim null",
+            json!({"claims": [{"name": "tenant"}]}),
+            Some(tok(json!({"tenant": null}))),
+            "claim_mismatch",
+        ),
+        (
+            "claim value allowed",
+            json!({"claims": [{"name": "tenant", "values": ["a", "b"]}]}),
+            Some(tok(json!({"tenant": "b"}))),
+            "allow",
+        ),
+        (
+            "claim value not allowed",
+            json!({"claims": [{"name": "tenant", "values": ["a"]}]}),
+            Some(tok(json!({"tenant": "c"}))),
+            "claim_mismatch",
+        ),
+        (
+            "claim array element",
+            json!({"claims": [{"name": "roles", "values": ["admin"]}]}),
+            Some(tok(json!({"roles": ["x", "admin"]}))),
+            "allow",
+        ),
+        (
+            "nested claim",
+            json!({"claims": [{"name": "org.id", "values": ["7"]}]}),
+            Some(tok(json!({"org": {"id": 7}}))),
+            "allow",
+        ),
+        (
+            "nested claim wrong",
+            json!({"claims": [{"name": "org.id", "values": ["7"]}]}),
+            Some(tok(json!({"org": {"id": 8}}))),
+            "claim_mismatch",
+        ),
+        (
+            "dotted top-level name",
+            json!({"claims": [{"name": "https://x.example/t", "values": ["a"]}]}),
+            Some(tok(json!({"https://x.example/t": "a"}))),
+            "allow",
+        ),
+        (
+            "audience override allows",
+            json!({"audiences": ["other"]}),
+            Some(tok(json!({"aud": "other"}))),
+            "allow",
+        ),
+        (
+            "audience override replaces the provider's",
+            json!({"audiences": ["other"]}),
+            Some(tok(json!({}))),
+            "wrong_audience",
+        ),
+        (
+            "allow_missing without token",
+            json!({"allow_missing": true}),
+            None,
+            "allow",
+        ),
+        (
+            "allow_missing with a bad token",
+            json!({"allow_missing": true}),
+            Some(b"x.y.z".to_vec()),
+            "malformed",
+        ),
+        ("no token", json!({}), None, "missing"),
+    ];
+    let mut failures = Vec::new();
+    for (name, extra, token, want) in cases {
+        let cfg = rule_config(extra, "enforce", json!({}));
+        let tokens: Vec<Vec<u8>> = token.into_iter().collect();
+        let got = code(&run(&cfg, &tokens));
+        if got != want {
+            failures.push(format!("{name}: want {want}, got {got}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn insufficient_scope_names_the_required_scopes() {
+    let f = fixtures();
+    let cfg = rule_config(json!({"scopes": ["read:items"]}), "enforce", json!({}));
+    let outcome = run(&cfg, &[rs256(&f, claims())]);
+    let Outcome::Deny(d) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let r = deny_response(&d, "test");
+    assert_eq!(r.status, 403);
+    let challenge = &r
+        .headers
+        .iter()
+        .find(|(k, _)| k == "www-authenticate")
+        .expect("challenge")
+        .1;
+    assert!(challenge.ends_with("scope=\"read:items\""), "{challenge}");
+}
+
+#[test]
+fn modes_decide_what_happens() {
+    use jwt_guard::policy::plan;
+    let f = fixtures();
+    let good = rs256(&f, with(claims(), json!({"tenant": "acme"})));
+    let expired = rs256(&f, with(claims(), json!({"exp": NOW - 3600})));
+    let header = |p: &jwt_guard::policy::Plan, name: &str| {
+        p.set_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+
+    let enforce = rule_config(json!({}), "enforce", json!({}));
+    let rule = &enforce.rules[0];
+    let p = plan(&enforce, rule, run(&enforce, &[good.clone()]));
+    assert_eq!(p.respond, None);
+    assert_eq!(header(&p, "x-user-sub").as_deref(), Some("alice"));
+    assert_eq!(header(&p, "x-tenant-id").as_deref(), Some("acme"));
+    assert_eq!(header(&p, "x-auth-shadow"), None);
+    let p = plan(&enforce, rule, run(&enforce, &[expired.clone()]));
+    assert_eq!(p.respond.as_ref().map(|d| d.code()), Some("expired"));
+    // Degraded only covers keys being unavailable.
+    let p = plan(
+        &enforce,
+        rule,
+        authenticate(
+            &enforce,
+            requirement(&enforce),
+            &[good.clone()],
+            &UnavailableKeys,
+            NOW,
+        ),
+    );
+    assert_eq!(p.respond, None);
+    assert_eq!(
+        header(&p, "x-auth-degraded").as_deref(),
+        Some("keys_unavailable")
+    );
+    assert_eq!(header(&p, "x-user-sub"), None);
+
+    let shadow = rule_config(json!({}), "shadow", json!({}));
+    let rule = &shadow.rules[0];
+    let p = plan(&shadow, rule, run(&shadow, &[expired]));
+    assert_eq!(p.respond, None, "shadow never blocks");
+    assert_eq!(
+        header(&p, "x-auth-shadow").as_deref(),
+        Some("deny; reason=expired")
+    );
+    assert_eq!(header(&p, "x-user-sub"), None);
+    assert_eq!(
+        p.log.as_deref(),
+        Some("shadow rule=r would deny: reason=expired sub=-")
+    );
+    let p = plan(&shadow, rule, run(&shadow, &[good]));
+    assert_eq!(header(&p, "x-auth-shadow").as_deref(), Some("allow"));
+    assert_eq!(header(&p, "x-user-sub").as_deref(), Some("alice"));
+}
+
+#[test]
+fn claim_headers_and_stripping() {
+    use jwt_guard::headers::{identity_headers, to_strip};
+    let cfg = rule_config(
+        json!({}),
+        "enforce",
+        json!({"claim_to_headers": [
+            {"claim": "sub", "header": "X-User-Sub"},
+            {"claim": "groups", "header": "x-user-groups"},
+            {"claim": "org.name", "header": "x-org"},
+            {"claim": "scope", "header": "x-user-scope"},
+            {"claim": "bad", "header": "x-user-bad"},
+            {"claim": "obj", "header": "x-user-obj"}
+        ], "from_headers": [{"name": "x-auth-token"}]}),
+    );
+    let claims = with(
+        claims(),
+        json!({"groups": ["a", 1, true], "org": {"name": "Acme"}, "scp": ["s1", "s2"],
+               "bad": "x\u{0}y", "obj": {"k": 1}}),
+    );
+    let (set, dropped) =
+        identity_headers(&cfg.providers[0], claims.as_object().expect("object"), 4096);
+    assert_eq!(
+        set,
+        vec![
+            ("x-user-sub".to_owned(), "alice".to_owned()),
+            ("x-user-groups".to_owned(), "a,1,true".to_owned()),
+            ("x-org".to_owned(), "Acme".to_owned()),
+            ("x-user-scope".to_owned(), "s1 s2".to_owned()),
+        ]
+    );
+    let reasons: Vec<(&str, &str)> = dropped
+        .iter()
+        .map(|d| (d.header.as_str(), d.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("x-user-bad", "control character in value"),
+            ("x-user-obj", "claim is an object")
+        ]
+    );
+    // Stripped: managed headers (even without a prefix: x-org), every prefixed header, any case;
+    // kept: the configured token header, though it has an x-auth- prefix.
+    let names = [
+        "X-User-Sub",
+        "x-org",
+        "x-tenant-id",
+        "X-AUTH-SHADOW",
+        "x-auth-token",
+        "x-request-id",
+        "authorization",
+    ];
+    assert_eq!(
+        to_strip(&cfg, names),
+        vec!["x-user-sub", "x-org", "x-tenant-id", "x-auth-shadow"]
+    );
+}

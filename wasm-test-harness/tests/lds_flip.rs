@@ -332,3 +332,38 @@ fn real_filter_flips_from_enforce_to_public_without_restart() {
     assert_eq!(status("/healthz"), 200);
     assert_eq!(envoy.pid(), pid, "no restart");
 }
+
+/// Non-comment, non-blank lines, right-trimmed.
+fn yaml_lines(lines: &[&str]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l.trim_end())
+        .filter(|l| !l.is_empty() && !l.trim_start().starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn lds_listener_is_the_static_listener_of_envoy_yaml() {
+    // envoy/lds.yaml must carry exactly envoy/envoy.yaml's listener (as a resource: "@type" first, two
+    // spaces less indentation). If this fails, copy the listener over again.
+    let stat = std::fs::read_to_string(envoy::default_template()).unwrap();
+    let stat: Vec<&str> = stat.lines().collect();
+    let start = stat.iter().position(|l| *l == "  - name: main").unwrap();
+    let end = stat.iter().position(|l| *l == "  clusters:").unwrap();
+    let mut from_static: Vec<String> = stat[start..end]
+        .iter()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
+        .collect();
+    from_static[0] = "  name: main".into();
+
+    let lds = std::fs::read_to_string(default_lds_template()).unwrap();
+    let lds: Vec<&str> = lds.lines().collect();
+    let start = lds.iter().position(|l| *l == "  name: main").unwrap();
+    let from_static: Vec<&str> = from_static.iter().map(String::as_str).collect();
+    assert_eq!(
+        yaml_lines(&lds[start..]),
+        yaml_lines(&from_static),
+        "envoy/lds.yaml's listener differs from envoy/envoy.yaml's"
+    );
+}
