@@ -174,10 +174,10 @@ pub fn token_scrub(
         for source in &p.sources {
             match source {
                 TokenSource::Param(name) => params.push(name.as_str()),
-                TokenSource::Header { name, .. } if !p.forward_token => {
-                    if !scrub.remove_headers.contains(name) {
-                        scrub.remove_headers.push(name.clone());
-                    }
+                TokenSource::Header { name, .. }
+                    if !p.forward_token && !scrub.remove_headers.contains(name) =>
+                {
+                    scrub.remove_headers.push(name.clone());
                 }
                 TokenSource::Cookie(name) if !p.forward_token => cookies.push(name.as_str()),
                 _ => {}

@@ -300,7 +300,14 @@ fn client_identity_headers_never_reach_the_upstream() {
             ("access-control-request-method", "POST"),
         ])
         .collect();
-    let cases: Vec<(&str, &str, &str, Option<String>, &[(&str, &str)])> = vec![
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<String>,
+        &'a [(&'a str, &'a str)],
+    );
+    let cases: Vec<Case> = vec![
         ("public route, no token", "GET", "/public", None, SPOOFED),
         ("off route", "GET", "/off/x", None, SPOOFED),
         (
