@@ -1365,12 +1365,12 @@ fn modes_decide_what_happens() {
 
     let enforce = rule_config(json!({}), "enforce", json!({}));
     let rule = &enforce.rules[0];
-    let p = plan(&enforce, rule, run(&enforce, &[good.clone()]));
+    let p = plan(&enforce, rule, run(&enforce, std::slice::from_ref(&good)));
     assert_eq!(p.respond, None);
     assert_eq!(header(&p, "x-user-sub").as_deref(), Some("alice"));
     assert_eq!(header(&p, "x-tenant-id").as_deref(), Some("acme"));
     assert_eq!(header(&p, "x-auth-shadow"), None);
-    let p = plan(&enforce, rule, run(&enforce, &[expired.clone()]));
+    let p = plan(&enforce, rule, run(&enforce, std::slice::from_ref(&expired)));
     assert_eq!(p.respond.as_ref().map(|d| d.code()), Some("expired"));
     // Degraded only covers keys being unavailable.
     let p = plan(
@@ -1379,7 +1379,7 @@ fn modes_decide_what_happens() {
         authenticate(
             &enforce,
             requirement(&enforce),
-            &[good.clone()],
+            std::slice::from_ref(&good),
             &UnavailableKeys,
             NOW,
         ),
