@@ -1370,7 +1370,11 @@ fn modes_decide_what_happens() {
     assert_eq!(header(&p, "x-user-sub").as_deref(), Some("alice"));
     assert_eq!(header(&p, "x-tenant-id").as_deref(), Some("acme"));
     assert_eq!(header(&p, "x-auth-shadow"), None);
-    let p = plan(&enforce, rule, run(&enforce, std::slice::from_ref(&expired)));
+    let p = plan(
+        &enforce,
+        rule,
+        run(&enforce, std::slice::from_ref(&expired)),
+    );
     assert_eq!(p.respond.as_ref().map(|d| d.code()), Some("expired"));
     // Degraded only covers keys being unavailable.
     let p = plan(

@@ -542,3 +542,108 @@ fn idp_down_degraded_rules_pass_flagged_and_the_rest_fail_closed() {
     assert!(seen.is_none());
     assert!(stack.envoy.logs().contains("degraded rule=degraded"));
 }
+
+#[test]
+fn a_live_flip_from_shadow_to_enforce_drops_nothing_and_misdecides_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use wasm_test_harness::envoy::{default_lds_bootstrap_template, default_lds_template};
+
+    let idp = MockIdp::start();
+    let echo = EchoUpstream::start();
+    let shadow_cfg = policy_config(json!({}));
+    let enforce_cfg = shadow_cfg.replace("\"mode\":\"shadow\"", "\"mode\":\"enforce\"");
+    assert_ne!(shadow_cfg, enforce_cfg);
+    let opts = EnvoyOptions {
+        template: default_lds_bootstrap_template(),
+        plugin_config: shadow_cfg,
+        idp_port: idp.port(),
+        upstream_port: echo.port(),
+        concurrency: 2,
+        ..EnvoyOptions::default()
+    };
+    let envoy = Envoy::start_lds(opts, &default_lds_template()).unwrap_or_else(|e| panic!("{e}"));
+    let port = envoy.listen_port();
+    let good = es(json!({"scope": "read:items"}));
+    let expired = es(json!({"scope": "read:items", "exp": tokens::now() as i64 - 600}));
+
+    // Phase marks: 0 = before the flip was requested, 1 = flip in progress, 2 = flip applied.
+    let phase = Arc::new(Mutex::new(0u8));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let (phase, stop) = (phase.clone(), stop.clone());
+            let token = if i % 2 == 0 {
+                good.clone()
+            } else {
+                expired.clone()
+            };
+            std::thread::spawn(move || {
+                let mut seen: Vec<(u8, Result<(u16, String), String>)> = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let before = *phase.lock().expect("lock");
+                    let r = try_http_request(
+                        port,
+                        "GET",
+                        "/shadow/x",
+                        &[("authorization", format!("Bearer {token}").into_bytes())],
+                        b"",
+                    )
+                    .map(|r| (r.status, r.body));
+                    let after = *phase.lock().expect("lock");
+                    // Attribute a request to a phase only when it did not straddle a change.
+                    seen.push((if before == after { before } else { 1 }, r));
+                }
+                (i % 2 == 0, seen)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    *phase.lock().expect("lock") = 1;
+    envoy
+        .update_plugin_config(&enforce_cfg)
+        .unwrap_or_else(|e| panic!("flip: {e}"));
+    *phase.lock().expect("lock") = 2;
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::SeqCst);
+
+    let mut counts = [[0usize; 3]; 2]; // [valid|expired][phase]
+    for w in workers {
+        let (is_good, seen) = w.join().expect("worker");
+        for (phase, r) in seen {
+            let (status, body) =
+                r.unwrap_or_else(|e| panic!("a request failed during the flip: {e}"));
+            counts[usize::from(!is_good)][usize::from(phase)] += 1;
+            match (is_good, phase) {
+                (true, _) => assert_eq!(
+                    status, 200,
+                    "a valid token was denied (phase {phase}): {body}"
+                ),
+                (false, 0) => {
+                    assert_eq!(status, 200, "shadow must not block");
+                    assert!(
+                        body.contains("deny; reason=expired"),
+                        "shadow verdict reaches the upstream: {body}"
+                    );
+                }
+                (false, 1) => assert!(status == 200 || status == 401, "during the flip: {status}"),
+                (false, _) => assert_eq!(
+                    status, 401,
+                    "after the flip the expired token is denied: {body}"
+                ),
+            }
+        }
+    }
+    assert!(
+        counts[0][0] > 0 && counts[0][2] > 0,
+        "valid traffic on both sides: {counts:?}"
+    );
+    assert!(
+        counts[1][0] > 0 && counts[1][2] > 0,
+        "expired traffic on both sides: {counts:?}"
+    );
+    eprintln!(
+        "requests per phase (before, during, after): valid {:?}, expired {:?}",
+        counts[0], counts[1]
+    );
+}
