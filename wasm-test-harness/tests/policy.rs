@@ -543,6 +543,9 @@ fn idp_down_degraded_rules_pass_flagged_and_the_rest_fail_closed() {
     assert!(stack.envoy.logs().contains("degraded rule=degraded"));
 }
 
+/// Status and body, or the transport error.
+type Outcome = Result<(u16, String), String>;
+
 #[test]
 fn a_live_flip_from_shadow_to_enforce_drops_nothing_and_misdecides_nothing() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -579,7 +582,7 @@ fn a_live_flip_from_shadow_to_enforce_drops_nothing_and_misdecides_nothing() {
                 expired.clone()
             };
             std::thread::spawn(move || {
-                let mut seen: Vec<(u8, Result<(u16, String), String>)> = Vec::new();
+                let mut seen: Vec<(u8, Outcome)> = Vec::new();
                 while !stop.load(Ordering::SeqCst) {
                     let before = *phase.lock().expect("lock");
                     let r = try_http_request(
