@@ -22,6 +22,12 @@ pub enum KeyState<'a> {
 
 pub trait Keys {
     fn keys(&self, provider: usize) -> KeyState<'_>;
+
+    /// A token names a `kid` the provider's set lacks: true to wait for a (rate-limited) refetch,
+    /// false to deny now. Providers with a fixed key set never refetch.
+    fn unknown_kid(&self, _provider: usize) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -184,7 +190,10 @@ fn check_with_provider(
         KeyState::Pending => return Err(Outcome::Wait(index)),
         KeyState::Unavailable => return deny(Denial::KeysUnavailable),
     };
-    match set.lookup(token.kid.as_deref(), token.alg) {
+    match set.lookup(token.kid.as_deref(), token.alg, now as u64 * 1000) {
+        KeyLookup::UnknownKid if token.kid.is_some() && keys.unknown_kid(index) => {
+            Err(Outcome::Wait(index))
+        }
         KeyLookup::UnknownKid => deny(Denial::UnknownKid),
         KeyLookup::KeyMismatch => deny(Denial::KeyMismatch),
         KeyLookup::Found(candidates) => {

@@ -83,8 +83,21 @@ struct RawClaimHeader {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRemoteJwks {
-    http_uri: RawHttpUri,
+    http_uri: Option<RawHttpUri>,
+    discovery: Option<RawDiscovery>,
     cache_duration: Option<String>,
+    max_stale: Option<String>,
+    rotation_grace: Option<String>,
+    unknown_kid_refetch_interval: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    /// Defaults to `<issuer>/.well-known/openid-configuration`.
+    uri: Option<String>,
+    cluster: String,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -231,10 +244,16 @@ pub enum JwksSource {
 #[derive(Debug, Clone)]
 pub struct RemoteJwks {
     pub cluster: String,
+    /// Where the first request goes: the JWKS itself, or the OIDC discovery document whose
+    /// `jwks_uri` (through the same cluster) gives the JWKS.
     pub authority: String,
     pub path: String,
+    pub discovery: bool,
+    /// Whether the configured URI is https (a discovery over https never leads to a plain-http JWKS).
+    pub https: bool,
+    /// For each of the (one or two) requests of a refresh.
     pub timeout_ms: u64,
-    pub cache_duration_ms: u64,
+    pub timing: crate::keycache::Timing,
     /// Identifies this provider's JWKS source in shared data: a config change that points a provider
     /// elsewhere never reads the old source's keys.
     pub cache_key: String,
@@ -334,6 +353,8 @@ pub struct ClaimRequirement {
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_CACHE_MS: u64 = 600_000;
 const DEFAULT_WAIT_MS: u64 = 5_000;
+const DEFAULT_MAX_STALE_MS: u64 = 900_000;
+const DEFAULT_REFETCH_INTERVAL_MS: u64 = 30_000;
 const DEFAULT_SKEW_SECS: u64 = 60;
 const MAX_SKEW_SECS: u64 = 600;
 
@@ -378,7 +399,7 @@ fn duration(
 }
 
 /// Splits `http(s)://authority/path` into (authority, path).
-fn split_uri(uri: &str) -> Option<(String, String)> {
+pub fn split_uri(uri: &str) -> Option<(String, String)> {
     let rest = uri
         .strip_prefix("https://")
         .or_else(|| uri.strip_prefix("http://"))?;
@@ -759,38 +780,102 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
     }
     let jwks = match (&p.remote_jwks, &p.local_jwks) {
         (Some(r), None) => {
-            let uf = format!("{f}.remote_jwks.http_uri");
-            let (authority, path) = split_uri(&r.http_uri.uri).ok_or_else(|| {
+            let rf = format!("{f}.remote_jwks");
+            let (uf, uri, cluster, timeout, discovery) = match (&r.http_uri, &r.discovery) {
+                (Some(h), None) => (
+                    format!("{rf}.http_uri"),
+                    h.uri.clone(),
+                    &h.cluster,
+                    &h.timeout,
+                    false,
+                ),
+                (None, Some(d)) => {
+                    let uri = match &d.uri {
+                        Some(u) => u.clone(),
+                        None if p.issuer.starts_with("https://")
+                            || p.issuer.starts_with("http://") =>
+                        {
+                            format!(
+                                "{}/.well-known/openid-configuration",
+                                p.issuer.trim_end_matches('/')
+                            )
+                        }
+                        None => {
+                            return Err(err(
+                                format!("{rf}.discovery.uri"),
+                                "required when the issuer is not an http(s) URL",
+                            ))
+                        }
+                    };
+                    (format!("{rf}.discovery"), uri, &d.cluster, &d.timeout, true)
+                }
+                _ => return Err(err(&rf, "exactly one of http_uri or discovery is required")),
+            };
+            let (authority, path) = split_uri(&uri).ok_or_else(|| {
                 err(
                     format!("{uf}.uri"),
                     "must be http:// or https:// followed by a host and a path",
                 )
             })?;
-            if r.http_uri.cluster.is_empty() {
+            if cluster.is_empty() {
                 return Err(err(format!("{uf}.cluster"), "must name an Envoy cluster"));
             }
             let timeout_ms = duration(
                 &format!("{uf}.timeout"),
-                r.http_uri.timeout.as_ref(),
+                timeout.as_ref(),
                 DEFAULT_TIMEOUT_MS,
                 1,
                 60_000,
             )?;
             let cache_duration_ms = duration(
-                &format!("{f}.remote_jwks.cache_duration"),
+                &format!("{rf}.cache_duration"),
                 r.cache_duration.as_ref(),
                 DEFAULT_CACHE_MS,
                 1_000,
                 86_400_000,
             )?;
-            let source = format!("{}|{}|{}", r.http_uri.cluster, authority, path);
+            let max_stale_ms = duration(
+                &format!("{rf}.max_stale"),
+                r.max_stale.as_ref(),
+                DEFAULT_MAX_STALE_MS,
+                0,
+                7 * 86_400_000,
+            )?;
+            let rotation_grace_ms = duration(
+                &format!("{rf}.rotation_grace"),
+                r.rotation_grace.as_ref(),
+                cache_duration_ms,
+                0,
+                7 * 86_400_000,
+            )?;
+            let refetch_interval_ms = duration(
+                &format!("{rf}.unknown_kid_refetch_interval"),
+                r.unknown_kid_refetch_interval.as_ref(),
+                DEFAULT_REFETCH_INTERVAL_MS,
+                1_000,
+                86_400_000,
+            )?;
+            let source = format!("{cluster}|{authority}|{path}|{discovery}");
             let cache_key = format!("jwt_guard.jwks.{name}.{:016x}", fnv1a(&source));
+            let fetch_budget_ms = if discovery {
+                2 * timeout_ms
+            } else {
+                timeout_ms
+            };
             JwksSource::Remote(RemoteJwks {
-                cluster: r.http_uri.cluster.clone(),
+                cluster: cluster.clone(),
                 authority,
                 path,
+                discovery,
+                https: uri.starts_with("https://"),
                 timeout_ms,
-                cache_duration_ms,
+                timing: crate::keycache::Timing {
+                    cache_duration_ms,
+                    fetch_budget_ms,
+                    max_stale_ms,
+                    rotation_grace_ms,
+                    refetch_interval_ms,
+                },
                 cache_key,
             })
         }

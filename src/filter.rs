@@ -13,9 +13,9 @@ use crate::authenticator::{authenticate, KeyState, Keys, Outcome};
 use crate::config::{Config, JwksSource, Mode, Requirement, Rule};
 use crate::error::Denial;
 use crate::extractor::{extract, RequestView};
+use crate::fetcher::{self, Stage};
 use crate::headers;
-use crate::jwks::{KeySet, MAX_JWKS_BYTES};
-use crate::keycache::{ProviderCache, SharedStore, StoreError, SyncResult};
+use crate::keycache::{Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid};
 use crate::policy;
 use crate::response::deny_response;
 use crate::rules::{self, RequestInfo};
@@ -67,6 +67,13 @@ impl SharedStore for HostStore {
     }
 }
 
+/// A refresh step this VM has dispatched.
+struct InFlight {
+    provider: usize,
+    stage: Stage,
+    give_up_ms: u64,
+}
+
 /// A request parked until its provider's keys arrive.
 struct Waiter {
     context_id: u32,
@@ -84,7 +91,7 @@ struct Vm {
     waiters: Vec<Waiter>,
     /// dispatch token → (provider index, give-up time), for fetches this VM has in flight. An entry
     /// whose answer never came is dropped at its give-up time so this VM can fetch again.
-    in_flight: HashMap<u32, (usize, u64)>,
+    in_flight: HashMap<u32, InFlight>,
     holder: u64,
 }
 
@@ -102,17 +109,22 @@ impl Keys for VmKeys<'_> {
         if let Some(JwksSource::Local(set)) = self.config.providers.get(provider).map(|p| &p.jwks) {
             return KeyState::Ready(set);
         }
-        match self
-            .vm
-            .caches
-            .get(provider)
-            .and_then(Option::as_ref)
-            .and_then(|c| c.usable(self.now_ms))
-        {
+        let Some(cache) = self.vm.caches.get(provider).and_then(Option::as_ref) else {
+            return KeyState::Unavailable;
+        };
+        match cache.usable(self.now_ms) {
             Some(set) => KeyState::Ready(set),
-            None if self.may_wait => KeyState::Pending,
+            // Fetches keep failing: the IdP is down, not slow, so do not hold the request.
+            None if self.may_wait && !cache.failing(&HostStore) => KeyState::Pending,
             None => KeyState::Unavailable,
         }
+    }
+
+    fn unknown_kid(&self, provider: usize) -> bool {
+        let Some(cache) = self.vm.caches.get(provider).and_then(Option::as_ref) else {
+            return false;
+        };
+        self.may_wait && cache.unknown_kid(&HostStore, self.now_ms) == UnknownKid::Wait
     }
 }
 
@@ -188,17 +200,18 @@ struct Root {
 }
 
 impl Root {
-    /// Starts fetches for providers whose keys are missing or due, where this VM wins the lease.
+    /// Starts refreshes for providers whose keys are missing, due, or wanted early (unknown `kid`),
+    /// where this VM wins the lease.
     fn refresh_due(&mut self, now: u64) {
         let mut to_fetch = Vec::new();
         {
             let mut vm = self.vm.borrow_mut();
-            vm.in_flight.retain(|_, (_, give_up)| *give_up > now);
+            vm.in_flight.retain(|_, f| f.give_up_ms > now);
             let vm = &*vm;
             for (i, cache) in vm.caches.iter().enumerate() {
                 let Some(cache) = cache else { continue };
-                if cache.needs_refresh(now)
-                    && !vm.in_flight.values().any(|(p, _)| *p == i)
+                if (cache.needs_refresh(now) || cache.forced_pending(&HostStore, now))
+                    && !vm.in_flight.values().any(|f| f.provider == i)
                     && cache.try_acquire(&HostStore, vm.holder, now)
                 {
                     to_fetch.push(i);
@@ -209,41 +222,128 @@ impl Root {
             return;
         };
         for i in to_fetch {
-            let Some(provider) = config.providers.get(i) else {
+            let Some(JwksSource::Remote(remote)) = config.providers.get(i).map(|p| &p.jwks) else {
                 continue;
             };
-            let JwksSource::Remote(remote) = &provider.jwks else {
-                continue;
+            let stage = if remote.discovery {
+                Stage::Discovery
+            } else {
+                Stage::Jwks
             };
-            let headers = vec![
-                (":method", "GET"),
-                (":path", remote.path.as_str()),
-                (":authority", remote.authority.as_str()),
-                ("accept", "application/json"),
-            ];
-            let timeout = Duration::from_millis(remote.timeout_ms);
-            match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
-                Ok(token) => {
-                    let give_up = now + remote.timeout_ms + 1_000;
-                    self.vm.borrow_mut().in_flight.insert(token, (i, give_up));
-                }
-                Err(status) => {
-                    let mut vm = self.vm.borrow_mut();
-                    let holder = vm.holder;
-                    let backoff = vm
-                        .caches
-                        .get_mut(i)
-                        .and_then(Option::as_mut)
-                        .map_or(0, |c| c.record_failure(&HostStore, holder, now));
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "provider {}: cannot call cluster {:?} ({status:?}); is it defined? retrying in {backoff} ms",
-                            provider.name, remote.cluster
-                        ),
-                    );
-                }
+            self.dispatch(&config, i, stage, &remote.authority, &remote.path, now);
+        }
+    }
+
+    /// Sends one refresh request; a refusal by the host counts as a failed fetch.
+    fn dispatch(
+        &mut self,
+        config: &Config,
+        provider: usize,
+        stage: Stage,
+        authority: &str,
+        path: &str,
+        now: u64,
+    ) {
+        let Some(p) = config.providers.get(provider) else {
+            return;
+        };
+        let JwksSource::Remote(remote) = &p.jwks else {
+            return;
+        };
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path),
+            (":authority", authority),
+            ("accept", "application/json"),
+        ];
+        let timeout = Duration::from_millis(remote.timeout_ms);
+        match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
+            Ok(token) => {
+                let give_up_ms = now + remote.timeout_ms + 1_000;
+                self.vm.borrow_mut().in_flight.insert(
+                    token,
+                    InFlight {
+                        provider,
+                        stage,
+                        give_up_ms,
+                    },
+                );
             }
+            Err(status) => self.fetch_failed(
+                config,
+                provider,
+                now,
+                &format!(
+                    "cannot call cluster {:?} ({status:?}); is it defined?",
+                    remote.cluster
+                ),
+            ),
+        }
+    }
+
+    fn fetch_failed(&mut self, config: &Config, provider: usize, now: u64, why: &str) {
+        let name = config
+            .providers
+            .get(provider)
+            .map_or("?", |p| p.name.as_str());
+        let mut vm = self.vm.borrow_mut();
+        let holder = vm.holder;
+        let Some(cache) = vm.caches.get_mut(provider).and_then(Option::as_mut) else {
+            return;
+        };
+        let backoff = cache.record_failure(&HostStore, holder, now);
+        let serving = match cache.health(now) {
+            Health::Fresh => "still serving the cached keys",
+            Health::Stale => "serving the expired keys until max_stale",
+            Health::Empty | Health::Unavailable => "no usable keys: requests fail closed",
+        };
+        // One line per attempt, and attempts back off: no log storm while the IdP is down.
+        log(
+            LogLevel::Warn,
+            &format!(
+                "provider {name}: key refresh failed: {why}; {serving}; next attempt in {} s",
+                backoff / 1000
+            ),
+        );
+    }
+
+    /// Logs a provider's key-set state once per change across the whole Envoy.
+    fn report_health(&self, now: u64) {
+        let Some(config) = self.vm.borrow().config.clone() else {
+            return;
+        };
+        let vm = self.vm.borrow();
+        for (i, cache) in vm.caches.iter().enumerate() {
+            let Some(cache) = cache else { continue };
+            let health = cache.health(now);
+            if health == Health::Empty || !cache.note_health(&HostStore, health, now) {
+                continue;
+            }
+            let name = config.providers.get(i).map_or("?", |p| p.name.as_str());
+            let Some(local) = cache.local() else { continue };
+            let age = now.saturating_sub(local.fetched_at_ms) / 1000;
+            let retired = local.set.keys.len() - local.set.current_len();
+            let failures = cache.failures(&HostStore);
+            let detail = match health {
+                Health::Fresh => "in use".to_owned(),
+                Health::Stale => format!(
+                    "expired {} s ago, used for at most {} s more while refreshes fail",
+                    now.saturating_sub(local.expires_at_ms) / 1000,
+                    (local.expires_at_ms + cache.timing.max_stale_ms).saturating_sub(now) / 1000
+                ),
+                Health::Unavailable | Health::Empty => {
+                    "past max_stale: requests fail closed with 503".to_owned()
+                }
+            };
+            log(
+                if health == Health::Fresh { LogLevel::Info } else { LogLevel::Warn },
+                &format!(
+                    "provider {name}: key set {} (generation {}, {} keys + {retired} retired, age {age} s, {failures} failed refreshes): {detail}",
+                    health.name(),
+                    local.gen,
+                    local.set.current_len(),
+                ),
+            );
         }
     }
 
@@ -306,66 +406,61 @@ impl Context for Root {
         _trailers: usize,
     ) {
         let now = now_ms();
-        let Some((provider, _)) = self.vm.borrow_mut().in_flight.remove(&token) else {
+        let Some(call) = self.vm.borrow_mut().in_flight.remove(&token) else {
             return;
         };
         let Some(config) = self.vm.borrow().config.clone() else {
             return;
         };
-        let name = config
-            .providers
-            .get(provider)
-            .map_or("?", |p| p.name.as_str());
+        let Some(provider) = config.providers.get(call.provider) else {
+            return;
+        };
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten();
-        let result: Result<(Vec<u8>, KeySet), String> = match status.as_deref() {
-            None => Err("no response (timeout or connection failure)".to_owned()),
-            Some("200") if body_size > MAX_JWKS_BYTES => Err(format!(
-                "JWKS is {body_size} bytes, limit is {MAX_JWKS_BYTES}"
-            )),
-            Some("200") => {
-                match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-                    Ok(Some(body)) => KeySet::parse(&body)
-                        .map(|set| (body, set))
-                        .map_err(|e| e.to_string()),
-                    Ok(None) => Err("empty JWKS response".to_owned()),
-                    Err(status) => Err(format!("cannot read the JWKS response: {status:?}")),
+        let body = fetcher::check_answer(call.stage, status.as_deref(), body_size).and_then(|()| {
+            match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+                Ok(Some(body)) => Ok(body),
+                Ok(None) => Err("empty answer".to_owned()),
+                Err(status) => Err(format!("cannot read the answer: {status:?}")),
+            }
+        });
+        match (call.stage, body) {
+            (_, Err(why)) => self.fetch_failed(&config, call.provider, now, &why),
+            (Stage::Discovery, Ok(body)) => {
+                let https = matches!(&provider.jwks, JwksSource::Remote(r) if r.https);
+                match fetcher::jwks_location(&body, &provider.issuer, https) {
+                    Ok((authority, path)) => {
+                        self.dispatch(&config, call.provider, Stage::Jwks, &authority, &path, now)
+                    }
+                    Err(why) => self.fetch_failed(&config, call.provider, now, &why),
                 }
             }
-            Some(other) => Err(format!("JWKS endpoint answered HTTP {other}")),
-        };
-        {
-            let mut vm = self.vm.borrow_mut();
-            let holder = vm.holder;
-            let Some(cache) = vm.caches.get_mut(provider).and_then(Option::as_mut) else {
-                return;
-            };
-            match result {
-                Ok((body, set)) => {
-                    let (keys, skipped) = (set.keys.len(), set.skipped.clone());
-                    let gen = cache.publish(&HostStore, holder, now, &body, set);
-                    let skipped = if skipped.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; skipped {}: {}", skipped.len(), skipped.join(", "))
-                    };
-                    log(
-                        LogLevel::Info,
-                        &format!("provider {name}: fetched JWKS generation {gen} with {keys} usable keys{skipped}"),
-                    );
+            (Stage::Jwks, Ok(body)) => match fetcher::parse_jwks(&body) {
+                Err(why) => self.fetch_failed(&config, call.provider, now, &why),
+                Ok(set) => {
+                    let mut vm = self.vm.borrow_mut();
+                    let holder = vm.holder;
+                    if let Some(cache) = vm.caches.get_mut(call.provider).and_then(Option::as_mut) {
+                        let (keys, skipped) = (set.keys.len(), set.skipped.clone());
+                        let gen = cache.publish(&HostStore, holder, now, set);
+                        let skipped = if skipped.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; skipped {}: {}", skipped.len(), skipped.join(", "))
+                        };
+                        log(
+                            LogLevel::Info,
+                            &format!(
+                                "provider {}: fetched JWKS generation {gen} with {keys} usable keys{skipped}",
+                                provider.name
+                            ),
+                        );
+                    }
                 }
-                Err(why) => {
-                    let backoff = cache.record_failure(&HostStore, holder, now);
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "provider {name}: JWKS fetch failed: {why}; retrying in {backoff} ms"
-                        ),
-                    );
-                }
-            }
+            },
         }
+        self.report_health(now);
         self.drain_waiters(now);
         self.set_tick(now);
     }
@@ -394,25 +489,27 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let now = now_ms();
+        // Distinct per VM: time of configure, this root's id and a heap address. Also seeds the
+        // refresh jitter, so VMs (and Envoys) started together do not refresh in the same second.
+        let addr = Rc::as_ptr(&self.vm) as usize as u64;
+        let holder = (now ^ (u64::from(self.context_id) << 48) ^ addr.rotate_left(17)) | 1;
+        let jitter_seed = holder.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11;
         let caches = config
             .providers
             .iter()
             .map(|p| match &p.jwks {
                 JwksSource::Remote(r) => {
-                    let cache =
-                        ProviderCache::new(r.cache_key.clone(), r.cache_duration_ms, r.timeout_ms);
+                    let cache = ProviderCache::new(r.cache_key.clone(), r.timing, jitter_seed);
                     cache.ensure_lease(&HostStore);
                     Some(cache)
                 }
                 JwksSource::Local(_) => None,
             })
             .collect();
-        let now = now_ms();
         {
             let mut vm = self.vm.borrow_mut();
-            // Distinct per VM: time of configure, this root's id and a heap address.
-            let addr = Rc::as_ptr(&self.vm) as usize as u64;
-            vm.holder = (now ^ (u64::from(self.context_id) << 48) ^ addr.rotate_left(17)) | 1;
+            vm.holder = holder;
             vm.config = Some(config);
             vm.caches = caches;
             vm.in_flight.clear();
@@ -427,6 +524,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_ms();
         self.vm.borrow_mut().sync_all();
+        self.report_health(now);
         self.refresh_due(now);
         self.drain_waiters(now);
         self.set_tick(now);

@@ -21,12 +21,21 @@ pub struct Jwk {
     /// When the JWK names an `alg`, the key is bound to that one algorithm.
     pub alg: Option<Alg>,
     pub key: PublicKey,
+    /// The JWK as published, kept so a key that leaves the JWKS can be carried into the next
+    /// generation for its rotation grace period.
+    pub raw: Value,
+    /// For a key no longer in the IdP's JWKS: usable until this time (rotation grace).
+    pub until_ms: Option<u64>,
 }
 
 impl Jwk {
     /// Whether this key may verify a token signed with `alg`.
     pub fn fits(&self, alg: Alg) -> bool {
         self.key.family() == alg.family() && self.alg.is_none_or(|bound| bound == alg)
+    }
+
+    fn live(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|until| now_ms < until)
     }
 }
 
@@ -91,7 +100,13 @@ impl KeySet {
                 continue;
             }
             match entry.as_object().ok_or("not an object").and_then(parse_jwk) {
-                Ok((alg, key)) => set.keys.push(Jwk { kid, alg, key }),
+                Ok((alg, key)) => set.keys.push(Jwk {
+                    kid,
+                    alg,
+                    key,
+                    raw: entry.clone(),
+                    until_ms: None,
+                }),
                 Err(reason) => set.skipped.push(format!("{label} ({reason})")),
             }
         }
@@ -103,16 +118,93 @@ impl KeySet {
         Ok(set)
     }
 
+    /// Carries keys of `previous` that are missing from this (new) set, so tokens signed just before a
+    /// rotation keep verifying: each stays usable until `now + grace` (or its earlier deadline if it
+    /// was already retired). Keys whose grace has run out are dropped.
+    pub fn retire_from(&mut self, previous: &KeySet, now_ms: u64, grace_ms: u64) {
+        for old in &previous.keys {
+            if !old.live(now_ms)
+                || self
+                    .keys
+                    .iter()
+                    .any(|k| k.raw == old.raw && k.until_ms.is_none())
+            {
+                continue;
+            }
+            if self.keys.len() >= 2 * MAX_KEYS {
+                break;
+            }
+            let mut retired = old.clone();
+            retired.until_ms = Some(old.until_ms.unwrap_or(now_ms.saturating_add(grace_ms)));
+            self.keys.push(retired);
+        }
+    }
+
+    /// How a key set is kept in shared data: the current JWKS keys and the retired ones with their
+    /// deadline. Only the published JWK JSON is stored, never anything derived.
+    pub fn to_stored(&self) -> Vec<u8> {
+        let current: Vec<&Value> = self
+            .keys
+            .iter()
+            .filter(|k| k.until_ms.is_none())
+            .map(|k| &k.raw)
+            .collect();
+        let retired: Vec<Value> = self
+            .keys
+            .iter()
+            .filter_map(|k| {
+                k.until_ms
+                    .map(|u| serde_json::json!({"until_ms": u, "jwk": k.raw}))
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"keys": current, "retired": retired}))
+            .unwrap_or_default()
+    }
+
+    /// Reads what `to_stored` wrote.
+    pub fn parse_stored(body: &[u8]) -> Result<KeySet, JwksError> {
+        let mut set = KeySet::parse(body)?;
+        let doc: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotJson)?;
+        for entry in doc
+            .get("retired")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let (Some(until), Some(jwk)) = (
+                entry.get("until_ms").and_then(Value::as_u64),
+                entry.get("jwk"),
+            ) else {
+                continue;
+            };
+            if let Some(Ok((alg, key))) = jwk.as_object().map(parse_jwk) {
+                set.keys.push(Jwk {
+                    kid: jwk.get("kid").and_then(Value::as_str).map(str::to_owned),
+                    alg,
+                    key,
+                    raw: jwk.clone(),
+                    until_ms: Some(until),
+                });
+            }
+        }
+        Ok(set)
+    }
+
+    /// Keys currently in the IdP's JWKS (not counting retired ones).
+    pub fn current_len(&self) -> usize {
+        self.keys.iter().filter(|k| k.until_ms.is_none()).count()
+    }
+
     /// Candidate keys for a token. With a `kid`, only keys carrying that `kid`; without one, every key
     /// that fits the algorithm (RFC 7515 leaves selection to the application; we never guess across
     /// key types).
-    pub fn lookup(&self, kid: Option<&str>, alg: Alg) -> KeyLookup<'_> {
+    pub fn lookup(&self, kid: Option<&str>, alg: Alg, now_ms: u64) -> KeyLookup<'_> {
         match kid {
             Some(kid) => {
                 let named: Vec<&Jwk> = self
                     .keys
                     .iter()
-                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .filter(|k| k.kid.as_deref() == Some(kid) && k.live(now_ms))
                     .collect();
                 if named.is_empty() {
                     return KeyLookup::UnknownKid;
@@ -125,7 +217,11 @@ impl KeySet {
                 }
             }
             None => {
-                let fitting: Vec<&Jwk> = self.keys.iter().filter(|k| k.fits(alg)).collect();
+                let fitting: Vec<&Jwk> = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.fits(alg) && k.live(now_ms))
+                    .collect();
                 if fitting.is_empty() {
                     KeyLookup::UnknownKid
                 } else {

@@ -45,19 +45,82 @@ struct Lease {
     failures: u32,
 }
 
-/// How long keys stay usable after `expires_at` while refreshes fail. Requests never wait for a
-/// refresh while the keys are within this bound.
-pub const STALE_GRACE_MS: u64 = 300_000;
+/// A forced (unknown-`kid`) refetch request, shared by every VM: when it was made and which
+/// generation was current then. It is satisfied once a newer generation is published.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Force {
+    at_ms: u64,
+    gen: u64,
+}
+
+/// Key-set health as last logged by any VM, so a state change is logged once per Envoy, not once per
+/// worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+struct HealthRecord {
+    state: String,
+    since_ms: u64,
+}
+
 const LEASE_MARGIN_MS: u64 = 1_000;
 const MAX_BACKOFF_MS: u64 = 30_000;
+/// After this many consecutive failed fetches with no usable keys, requests stop waiting for keys
+/// and fail closed at once (the IdP is down, not slow).
+const FAILURES_BEFORE_FAST_FAIL: u32 = 2;
+
+/// Timing of one provider's key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub cache_duration_ms: u64,
+    /// Budget for one refresh (discovery + JWKS fetch); the lease lasts this long plus a margin.
+    pub fetch_budget_ms: u64,
+    /// How long an expired set is still used while refreshes fail (stale-if-error).
+    pub max_stale_ms: u64,
+    /// How long a key that left the JWKS stays usable.
+    pub rotation_grace_ms: u64,
+    /// At most one unknown-`kid` refetch per this interval.
+    pub refetch_interval_ms: u64,
+}
 
 /// One VM's view of one provider's shared key set.
 #[derive(Debug)]
 pub struct ProviderCache {
     pub key: String,
-    pub cache_duration_ms: u64,
-    pub timeout_ms: u64,
+    pub timing: Timing,
+    /// Spreads this VM's refresh point so many Envoys do not hit the IdP in the same second.
+    pub jitter_ms: u64,
     local: Option<LocalKeys>,
+}
+
+/// What to do with a token whose `kid` the key set lacks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UnknownKid {
+    /// A refetch is under way (or was just requested): wait for the next generation.
+    Wait,
+    /// The rate limit allows no refetch now (or the last one did not bring the key): deny.
+    Deny,
+}
+
+/// The key-set state worth telling on-call about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not fetched yet.
+    Empty,
+    Fresh,
+    /// Expired, still used (stale-if-error) until `max_stale` runs out.
+    Stale,
+    /// No usable keys: requests fail closed.
+    Unavailable,
+}
+
+impl Health {
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Empty => "empty",
+            Health::Fresh => "fresh",
+            Health::Stale => "stale",
+            Health::Unavailable => "unavailable",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,13 +152,26 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl ProviderCache {
-    pub fn new(key: String, cache_duration_ms: u64, timeout_ms: u64) -> Self {
+    pub fn new(key: String, timing: Timing, jitter_seed: u64) -> Self {
+        let ahead = Self::refresh_ahead(timing.cache_duration_ms);
         ProviderCache {
             key,
-            cache_duration_ms,
-            timeout_ms,
+            timing,
+            jitter_ms: jitter_seed % (ahead / 2 + 1),
             local: None,
         }
+    }
+
+    /// Refresh starts this long before expiry: a tenth of the cache duration, at most a minute.
+    fn refresh_ahead(cache_duration_ms: u64) -> u64 {
+        (cache_duration_ms / 10).min(60_000)
+    }
+
+    fn force_key(&self) -> String {
+        format!("{}.force", self.key)
+    }
+    fn health_key(&self) -> String {
+        format!("{}.health", self.key)
     }
 
     fn meta_key(&self) -> String {
@@ -112,24 +188,106 @@ impl ProviderCache {
         self.local.as_ref()
     }
 
-    /// Keys this VM may verify with at `now`: fresh, or expired by less than `STALE_GRACE_MS`.
+    /// Keys this VM may verify with at `now`: fresh, or expired by less than `max_stale`.
     pub fn usable(&self, now_ms: u64) -> Option<&Rc<KeySet>> {
         self.local
             .as_ref()
-            .filter(|l| now_ms < l.expires_at_ms.saturating_add(STALE_GRACE_MS))
+            .filter(|l| now_ms < l.expires_at_ms.saturating_add(self.timing.max_stale_ms))
             .map(|l| &l.set)
     }
 
-    /// Whether it is time to fetch: no keys yet, or within the refresh window before expiry
-    /// (a tenth of the cache duration, at most a minute), so requests never wait for a refresh.
+    pub fn health(&self, now_ms: u64) -> Health {
+        match &self.local {
+            None => Health::Empty,
+            Some(l) if now_ms < l.expires_at_ms => Health::Fresh,
+            Some(_) if self.usable(now_ms).is_some() => Health::Stale,
+            Some(_) => Health::Unavailable,
+        }
+    }
+
+    /// Whether it is time to fetch: no keys yet, or within the refresh window before expiry (minus
+    /// this VM's jitter), so requests never wait for a refresh.
     pub fn needs_refresh(&self, now_ms: u64) -> bool {
         match &self.local {
             None => true,
             Some(l) => {
-                let ahead = (self.cache_duration_ms / 10).min(60_000);
+                let ahead = Self::refresh_ahead(self.timing.cache_duration_ms) + self.jitter_ms;
                 now_ms >= l.expires_at_ms.saturating_sub(ahead)
             }
         }
+    }
+
+    /// A forced refetch was requested for the current generation and has not been satisfied yet.
+    pub fn forced_pending(&self, store: &dyn SharedStore, now_ms: u64) -> bool {
+        let gen = self.local.as_ref().map_or(0, |l| l.gen);
+        store
+            .get(&self.force_key())
+            .and_then(|(v, _)| decode::<Force>(&v))
+            .is_some_and(|f| f.gen >= gen && now_ms < f.at_ms + self.timing.refetch_interval_ms)
+    }
+
+    /// Decides for a token with an unknown `kid`: request a refetch (at most one per
+    /// `refetch_interval` per provider across all VMs) and wait for it, wait for one already under way,
+    /// or deny. A flood of random `kid`s therefore costs at most one fetch per interval.
+    pub fn unknown_kid(&self, store: &dyn SharedStore, now_ms: u64) -> UnknownKid {
+        let gen = self.local.as_ref().map_or(0, |l| l.gen);
+        let pending_for = self.timing.fetch_budget_ms + LEASE_MARGIN_MS;
+        for _ in 0..3 {
+            let current = store.get(&self.force_key());
+            let force = current.as_ref().and_then(|(v, _)| decode::<Force>(v));
+            if let Some(f) = force {
+                if now_ms < f.at_ms + self.timing.refetch_interval_ms {
+                    // Rate-limited: only the refetch already requested for this generation counts.
+                    return if f.gen >= gen && now_ms < f.at_ms + pending_for {
+                        UnknownKid::Wait
+                    } else {
+                        UnknownKid::Deny
+                    };
+                }
+            }
+            let next = encode(&Force { at_ms: now_ms, gen });
+            let cas = current.map(|(_, cas)| cas);
+            match store.set(&self.force_key(), &next, cas) {
+                Ok(()) => return UnknownKid::Wait,
+                Err(StoreError::CasMismatch) => continue,
+                Err(StoreError::Other) => return UnknownKid::Deny,
+            }
+        }
+        UnknownKid::Deny
+    }
+
+    /// True when fetches keep failing and no usable keys are left: waiting would only delay the 503.
+    pub fn failing(&self, store: &dyn SharedStore) -> bool {
+        store
+            .get(&self.lease_key())
+            .and_then(|(v, _)| decode::<Lease>(&v))
+            .is_some_and(|l| l.failures >= FAILURES_BEFORE_FAST_FAIL)
+    }
+
+    /// Consecutive failed fetches so far (0 after a success).
+    pub fn failures(&self, store: &dyn SharedStore) -> u32 {
+        store
+            .get(&self.lease_key())
+            .and_then(|(v, _)| decode::<Lease>(&v))
+            .map_or(0, |l| l.failures)
+    }
+
+    /// Records `health` as the shared state; true when this call changed it (the caller logs then).
+    pub fn note_health(&self, store: &dyn SharedStore, health: Health, now_ms: u64) -> bool {
+        let current = store.get(&self.health_key());
+        let record = current
+            .as_ref()
+            .and_then(|(v, _)| decode::<HealthRecord>(v));
+        if record.as_ref().is_some_and(|r| r.state == health.name()) {
+            return false;
+        }
+        let next = encode(&HealthRecord {
+            state: health.name().to_owned(),
+            since_ms: now_ms,
+        });
+        store
+            .set(&self.health_key(), &next, current.map(|(_, cas)| cas))
+            .is_ok()
     }
 
     /// Loads a newer generation from shared data if one was published by any VM.
@@ -158,7 +316,7 @@ impl ProviderCache {
         {
             return SyncResult::Unchanged;
         }
-        match KeySet::parse(&body[nl + 1..]) {
+        match KeySet::parse_stored(&body[nl + 1..]) {
             Ok(set) => {
                 let keys = set.keys.len();
                 self.local = Some(LocalKeys {
@@ -196,7 +354,7 @@ impl ProviderCache {
         }
         let next = Lease {
             holder,
-            until_ms: now_ms + self.timeout_ms + LEASE_MARGIN_MS,
+            until_ms: now_ms + self.timing.fetch_budget_ms + LEASE_MARGIN_MS,
             failures: current.failures,
         };
         store
@@ -204,15 +362,21 @@ impl ProviderCache {
             .is_ok()
     }
 
-    /// Publishes a freshly fetched, already validated JWKS body for every VM and releases the lease.
+    /// Publishes a freshly fetched, already validated key set for every VM and releases the lease.
+    /// Keys of the previous generation that the IdP no longer lists are carried over for the
+    /// rotation grace period. Returns the new generation.
     pub fn publish(
         &mut self,
         store: &dyn SharedStore,
         holder: u64,
         now_ms: u64,
-        body: &[u8],
-        set: KeySet,
+        mut set: KeySet,
     ) -> u64 {
+        // Carry over from the newest generation any VM published, not just what this VM last saw.
+        let _ = self.sync(store);
+        if let Some(prev) = &self.local {
+            set.retire_from(&prev.set, now_ms, self.timing.rotation_grace_ms);
+        }
         let prev = store
             .get(&self.meta_key())
             .and_then(|(v, _)| decode::<Meta>(&v))
@@ -221,10 +385,10 @@ impl ProviderCache {
         let meta = Meta {
             gen,
             fetched_at_ms: now_ms,
-            expires_at_ms: now_ms + self.cache_duration_ms,
+            expires_at_ms: now_ms + self.timing.cache_duration_ms,
         };
         let mut stored = format!("{gen}\n").into_bytes();
-        stored.extend_from_slice(body);
+        stored.extend_from_slice(&set.to_stored());
         let _ = store.set(&self.body_key(), &stored, None);
         let _ = store.set(&self.meta_key(), &encode(&meta), None);
         self.local = Some(LocalKeys {
@@ -300,8 +464,16 @@ pub mod tests {
 
     pub const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
 
+    const TIMING: Timing = Timing {
+        cache_duration_ms: 60_000,
+        fetch_budget_ms: 2_000,
+        max_stale_ms: 300_000,
+        rotation_grace_ms: 60_000,
+        refetch_interval_ms: 30_000,
+    };
+
     fn cache() -> ProviderCache {
-        ProviderCache::new("jwt_guard.jwks.p.0".into(), 60_000, 2_000)
+        ProviderCache::new("jwt_guard.jwks.p.0".into(), TIMING, 0)
     }
 
     #[test]
@@ -341,7 +513,7 @@ pub mod tests {
         let (mut a, mut b) = (cache(), cache());
         assert!(a.try_acquire(&store, 1, 0));
         let set = KeySet::parse(JWKS.as_bytes()).unwrap();
-        assert_eq!(a.publish(&store, 1, 0, JWKS.as_bytes(), set), 1);
+        assert_eq!(a.publish(&store, 1, 0, set), 1);
         assert!(b.usable(0).is_none());
         assert_eq!(b.sync(&store), SyncResult::Loaded { gen: 1, keys: 1 });
         assert_eq!(b.sync(&store), SyncResult::Unchanged);
@@ -351,8 +523,8 @@ pub mod tests {
             b.needs_refresh(54_000),
             "refresh starts a tenth of the cache duration before expiry"
         );
-        assert!(b.usable(60_000 + STALE_GRACE_MS - 1).is_some());
-        assert!(b.usable(60_000 + STALE_GRACE_MS).is_none());
+        assert!(b.usable(60_000 + TIMING.max_stale_ms - 1).is_some());
+        assert!(b.usable(60_000 + TIMING.max_stale_ms).is_none());
         assert!(b.try_acquire(&store, 2, 1), "lease released after publish");
     }
 

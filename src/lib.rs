@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod extractor;
+pub mod fetcher;
 pub mod headers;
 pub mod jwks;
 pub mod keycache;

@@ -74,7 +74,7 @@ fn shipped_plugin_config_is_accepted() {
             assert_eq!(r.authority, "idp.demo.local");
             assert_eq!(r.path, "/jwks.json");
             assert_eq!(r.timeout_ms, 2_000);
-            assert_eq!(r.cache_duration_ms, 300_000);
+            assert_eq!(r.timing.cache_duration_ms, 300_000);
         }
         JwksSource::Local(_) => panic!("expected remote JWKS"),
     }
