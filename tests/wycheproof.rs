@@ -240,7 +240,7 @@ fn jws_token(case: &Value) -> &str {
 fn jws_verify(set: &Result<KeySet, JwksError>, token: &[u8]) -> Result<(), String> {
     let jws = Jws::parse(token, DEFAULT_MAX_TOKEN_BYTES).map_err(|d| format!("parse: {d}"))?;
     let set = set.as_ref().map_err(|e| format!("keys: {e}"))?;
-    match set.lookup(jws.kid.as_deref(), jws.alg) {
+    match set.lookup(jws.kid.as_deref(), jws.alg, 0) {
         KeyLookup::UnknownKid => Err("lookup: unknown kid".into()),
         KeyLookup::KeyMismatch => Err("lookup: key mismatch".into()),
         KeyLookup::Found(keys) => {
@@ -455,7 +455,7 @@ fn mixed_symmetry_keyset_keeps_only_the_asymmetric_key() {
     assert_eq!(set.keys[0].kid.as_deref(), Some("kid-ec-sign"));
     assert_eq!(set.skipped.len(), 1, "{:?}", set.skipped);
     assert!(matches!(
-        set.lookup(Some("kid-aes-sign"), Alg::ES256),
+        set.lookup(Some("kid-aes-sign"), Alg::ES256, 0),
         KeyLookup::UnknownKid
     ));
 }
