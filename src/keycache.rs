@@ -565,4 +565,118 @@ pub mod tests {
         assert_eq!(b.sync(&store), SyncResult::Corrupt);
         assert!(b.usable(0).is_none());
     }
+
+    const ED_2: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed2","x":"fU0Of2FTpptiQrUiq77mhf2kQg-INLEIw72uNp71Sfo"}]}"#;
+
+    fn set(jwks: &str) -> KeySet {
+        KeySet::parse(jwks.as_bytes()).unwrap()
+    }
+
+    fn kid_live(c: &ProviderCache, kid: &str, now: u64) -> bool {
+        let keys = c.usable(now).unwrap();
+        matches!(
+            keys.lookup(Some(kid), crate::crypto::Alg::EdDSA, now),
+            crate::jwks::KeyLookup::Found(_)
+        )
+    }
+
+    #[test]
+    fn withdrawn_keys_live_out_the_rotation_grace_in_every_vm() {
+        let store = MemStore::default();
+        let (mut a, mut b) = (cache(), cache());
+        assert!(a.try_acquire(&store, 1, 0));
+        a.publish(&store, 1, 0, set(JWKS));
+        // Rotation at t=10 s: "ed" is withdrawn, "ed2" published.
+        assert!(a.try_acquire(&store, 1, 10_000));
+        assert_eq!(a.publish(&store, 1, 10_000, set(ED_2)), 2);
+        assert_eq!(b.sync(&store), SyncResult::Loaded { gen: 2, keys: 2 });
+        assert!(kid_live(&b, "ed2", 10_000));
+        assert!(kid_live(&b, "ed", 10_000 + TIMING.rotation_grace_ms - 1));
+        assert!(!kid_live(&b, "ed", 10_000 + TIMING.rotation_grace_ms));
+        assert_eq!(b.usable(10_000).unwrap().current_len(), 1);
+        // A later refresh does not extend the withdrawn key's deadline.
+        assert!(a.try_acquire(&store, 1, 20_000));
+        a.publish(&store, 1, 20_000, set(ED_2));
+        b.sync(&store);
+        assert!(!kid_live(&b, "ed", 10_000 + TIMING.rotation_grace_ms));
+        // And once the deadline passed, the key is not carried any further.
+        assert!(a.try_acquire(&store, 1, 80_000));
+        a.publish(&store, 1, 80_000, set(ED_2));
+        b.sync(&store);
+        assert_eq!(b.usable(80_000).unwrap().keys.len(), 1);
+    }
+
+    #[test]
+    fn unknown_kid_refetch_is_rate_limited_across_vms() {
+        let store = MemStore::default();
+        let (mut a, b) = (cache(), cache());
+        assert!(a.try_acquire(&store, 1, 0));
+        a.publish(&store, 1, 0, set(JWKS));
+        let mut b = b;
+        b.sync(&store);
+        // First unknown kid: a refetch is requested and the request waits.
+        assert_eq!(b.unknown_kid(&store, 1_000), UnknownKid::Wait);
+        assert!(
+            a.forced_pending(&store, 1_000),
+            "every VM sees the forced refetch"
+        );
+        // Others arriving while it is pending wait for the same refetch.
+        assert_eq!(a.unknown_kid(&store, 1_500), UnknownKid::Wait);
+        // The refetch lands (generation 2): the kid is still unknown, so deny until the interval passes.
+        assert!(a.try_acquire(&store, 1, 1_600));
+        a.publish(&store, 1, 1_600, set(JWKS));
+        b.sync(&store);
+        assert!(!a.forced_pending(&store, 1_700));
+        assert_eq!(b.unknown_kid(&store, 1_700), UnknownKid::Deny);
+        assert_eq!(a.unknown_kid(&store, 30_999), UnknownKid::Deny);
+        assert_eq!(
+            a.unknown_kid(&store, 31_000),
+            UnknownKid::Wait,
+            "next interval"
+        );
+    }
+
+    #[test]
+    fn a_refetch_that_never_lands_stops_holding_requests() {
+        let store = MemStore::default();
+        let mut a = cache();
+        assert!(a.try_acquire(&store, 1, 0));
+        a.publish(&store, 1, 0, set(JWKS));
+        assert_eq!(a.unknown_kid(&store, 1_000), UnknownKid::Wait);
+        // Budget 2 s + 1 s margin: after that the pending refetch no longer holds requests.
+        assert_eq!(a.unknown_kid(&store, 3_999), UnknownKid::Wait);
+        assert_eq!(a.unknown_kid(&store, 4_000), UnknownKid::Deny);
+    }
+
+    #[test]
+    fn health_and_fast_fail() {
+        let store = MemStore::default();
+        let mut a = cache();
+        assert_eq!(a.health(0), Health::Empty);
+        assert!(a.try_acquire(&store, 1, 0));
+        a.record_failure(&store, 1, 0);
+        assert!(!a.failing(&store), "one failure: still worth waiting");
+        assert!(a.try_acquire(&store, 1, 1_000));
+        a.record_failure(&store, 1, 1_000);
+        assert!(a.failing(&store), "two in a row: fail fast");
+        assert!(a.try_acquire(&store, 1, 3_000));
+        a.publish(&store, 1, 3_000, set(JWKS));
+        assert!(!a.failing(&store));
+        assert_eq!(a.health(3_000), Health::Fresh);
+        assert_eq!(a.health(63_000), Health::Stale);
+        assert_eq!(a.health(63_000 + TIMING.max_stale_ms), Health::Unavailable);
+        // The shared health record changes once per state, whichever VM notices first.
+        let b = cache();
+        assert!(a.note_health(&store, Health::Stale, 63_000));
+        assert!(!b.note_health(&store, Health::Stale, 63_001));
+        assert!(b.note_health(&store, Health::Unavailable, 400_000));
+    }
+
+    #[test]
+    fn jitter_stays_inside_the_refresh_window() {
+        for seed in [0, 1, 7, 12_345, u64::MAX] {
+            let c = ProviderCache::new("k".into(), TIMING, seed);
+            assert!(c.jitter_ms <= 3_000, "{}", c.jitter_ms); // window 6 s, jitter at most half
+        }
+    }
 }

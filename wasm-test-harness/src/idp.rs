@@ -19,11 +19,15 @@ pub enum Behavior {
     Delay(Duration),
     /// 200 application/json whose body is not JSON.
     Garbage,
+    /// 200 with a valid JWKS padded past the filter's 256 KiB limit.
+    Oversized,
 }
 
 struct State {
     jwks: Value,
     behavior: Behavior,
+    discovery_issuer: String,
+    discovery_requests: usize,
     jwks_requests: usize,
     requests: Vec<String>,
 }
@@ -45,6 +49,8 @@ impl MockIdp {
         let state = Arc::new(Mutex::new(State {
             jwks: crate::keys::jwks(),
             behavior: Behavior::Normal,
+            discovery_issuer: tokens::ISSUER.to_owned(),
+            discovery_requests: 0,
             jwks_requests: 0,
             requests: Vec::new(),
         }));
@@ -74,6 +80,16 @@ impl MockIdp {
 
     pub fn set_behavior(&self, behavior: Behavior) {
         self.lock().behavior = behavior;
+    }
+
+    /// The `issuer` the discovery document claims (default: the real one).
+    pub fn set_discovery_issuer(&self, issuer: &str) {
+        self.lock().discovery_issuer = issuer.to_owned();
+    }
+
+    /// Number of GET /.well-known/openid-configuration requests so far.
+    pub fn discovery_requests(&self) -> usize {
+        self.lock().discovery_requests
     }
 
     /// Number of GET /jwks.json requests received so far (whatever the behavior).
@@ -128,7 +144,23 @@ fn handle(state: &Mutex<State>, req: &Request) -> Reply {
                 Behavior::Garbage => {
                     Reply::new(200, "application/json", "<html>this is { not json")
                 }
+                Behavior::Oversized => {
+                    let mut big = jwks.clone();
+                    big["padding"] = Value::String("x".repeat(300 * 1024));
+                    Reply::new(200, "application/json", big.to_string())
+                }
             }
+        }
+        ("GET", "/.well-known/openid-configuration") => {
+            let issuer = {
+                let mut s = lock();
+                s.discovery_requests += 1;
+                s.discovery_issuer.clone()
+            };
+            // The filter fetches jwks_uri through its configured cluster, so the host here is only
+            // the :authority of that call.
+            let doc = json!({"issuer": issuer, "jwks_uri": "https://idp.demo.local/jwks.json"});
+            Reply::new(200, "application/json", doc.to_string())
         }
         ("GET", "/mint") => mint(req),
         _ => Reply::new(404, "text/plain", "not found\n"),

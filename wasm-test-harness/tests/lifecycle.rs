@@ -1,0 +1,327 @@
+//! JWKS lifecycle under rotation and IdP failure, through a real Envoy: the mock IdP is made slow,
+//! down, broken or rotating, and each scenario asserts what clients got and what the IdP saw.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use wasm_test_harness::client::{try_http_request, Response};
+use wasm_test_harness::keys::jwks_of;
+use wasm_test_harness::tokens::{self, mint, sign_raw, std_claims};
+use wasm_test_harness::{envoy, Behavior, EchoUpstream, Envoy, EnvoyOptions, KeyName, MockIdp};
+
+/// The demo config with `remote_jwks` fields and top-level fields replaced.
+fn config(remote: Value, top: Value) -> String {
+    let mut cfg: Value = serde_json::from_str(&envoy::demo_plugin_config()).expect("demo config");
+    for (k, v) in remote.as_object().expect("object") {
+        if v.is_null() {
+            cfg["providers"]["demo"]["remote_jwks"]
+                .as_object_mut()
+                .expect("object")
+                .remove(k);
+        } else {
+            cfg["providers"]["demo"]["remote_jwks"][k] = v.clone();
+        }
+    }
+    for (k, v) in top.as_object().expect("object") {
+        cfg[k] = v.clone();
+    }
+    cfg.to_string()
+}
+
+struct Stack {
+    idp: MockIdp,
+    echo: EchoUpstream,
+    envoy: Envoy,
+}
+
+impl Stack {
+    fn start(idp: MockIdp, plugin_config: String) -> Stack {
+        let echo = EchoUpstream::start();
+        let opts = EnvoyOptions {
+            plugin_config,
+            idp_port: idp.port(),
+            upstream_port: echo.port(),
+            concurrency: 2,
+            ..EnvoyOptions::default()
+        };
+        let envoy = Envoy::start(opts).unwrap_or_else(|e| panic!("envoy did not start: {e}"));
+        Stack { idp, echo, envoy }
+    }
+
+    fn get(&self, token: &str) -> Response {
+        try_http_request(
+            self.envoy.listen_port(),
+            "GET",
+            "/x",
+            &[("authorization", format!("Bearer {token}").into_bytes())],
+            b"",
+        )
+        .unwrap_or_else(|e| panic!("request: {e}\n{}", self.envoy.log_tail(40)))
+    }
+
+    fn logs_contain(&self, needle: &str) -> bool {
+        self.envoy.wait_for_log(needle, Duration::from_secs(3))
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- envoy log tail ----\n{}", self.envoy.log_tail(60));
+            eprintln!("---- idp saw ----\n{:?}", self.idp.requests());
+        }
+    }
+}
+
+fn code(r: &Response) -> String {
+    r.json()["code"].as_str().unwrap_or("<none>").to_owned()
+}
+
+fn good() -> String {
+    tokens::mint_std("ES256", "alice")
+}
+
+#[test]
+fn idp_down_at_start_waits_then_fails_closed_and_recovers_by_itself() {
+    let idp = MockIdp::start();
+    idp.set_behavior(Behavior::Status(503));
+    let stack = Stack::start(
+        idp,
+        config(json!({}), json!({"jwks_wait_timeout": "1500ms"})),
+    );
+    let t = Instant::now();
+    let r = stack.get(&good());
+    assert_eq!((r.status, code(&r)), (503, "keys_unavailable".to_owned()));
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(
+        t.elapsed() >= Duration::from_millis(1000),
+        "the first request waited for keys"
+    );
+    // Once fetches keep failing, requests stop waiting: the 503 comes at once.
+    let t = Instant::now();
+    let r = stack.get(&good());
+    assert_eq!(r.status, 503);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "fast fail while the IdP is down: {:?}",
+        t.elapsed()
+    );
+    let during = stack.idp.jwks_requests();
+    assert!(
+        (2..=4).contains(&during),
+        "backoff bounds the fetches: {during}"
+    );
+    assert_eq!(stack.echo.count(), 0);
+    stack.idp.set_behavior(Behavior::Normal);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stack.get(&good()).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "did not recover once the IdP was back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(stack.logs_contain("key refresh failed: JWKS endpoint answered HTTP 503"));
+}
+
+#[test]
+fn idp_down_after_start_cached_keys_work_until_max_stale_then_503() {
+    let cfg = config(
+        json!({"cache_duration": "2s", "max_stale": "3s"}),
+        json!({"jwks_wait_timeout": "500ms"}),
+    );
+    let stack = Stack::start(MockIdp::start(), cfg);
+    assert_eq!(stack.get(&good()).status, 200);
+    let up_since = Instant::now();
+    stack.idp.set_behavior(Behavior::Status(500));
+    // Expiry at ~2 s, max_stale 3 s more: until ~5 s the cached keys keep working.
+    while up_since.elapsed() < Duration::from_millis(4300) {
+        let r = stack.get(&good());
+        assert_eq!(r.status, 200, "at {:?}: {}", up_since.elapsed(), r.body);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = stack.get(&good());
+    assert_eq!(
+        (r.status, code(&r)),
+        (503, "keys_unavailable".to_owned()),
+        "past max_stale"
+    );
+    assert!(stack.logs_contain("key set stale"));
+    assert!(stack.logs_contain("key set unavailable"));
+    let fetches = stack.idp.jwks_requests();
+    assert!(fetches <= 6, "retries back off: {fetches} fetches in ~6 s");
+    // Each failure is logged once per attempt, not per request.
+    let failures = stack.envoy.logs().matches("key refresh failed").count();
+    assert!(
+        failures <= fetches,
+        "{failures} failure lines for {fetches} fetches"
+    );
+}
+
+#[test]
+fn broken_answers_never_replace_a_good_key_set() {
+    let cfg = config(
+        json!({"cache_duration": "1s", "max_stale": "60s"}),
+        json!({}),
+    );
+    let stack = Stack::start(MockIdp::start(), cfg);
+    assert_eq!(stack.get(&good()).status, 200);
+    let enc_only = json!({"keys": [{"kty": "RSA", "use": "enc", "kid": "enc-x",
+        "n": jwks_of(&[KeyName::Rsa2])["keys"][0]["n"], "e": "AQAB"}]});
+    let faults: Vec<(&str, Box<dyn Fn(&MockIdp)>, &str)> = vec![
+        (
+            "garbage",
+            Box::new(|i: &MockIdp| i.set_behavior(Behavior::Garbage)),
+            "JWKS is not a JSON object",
+        ),
+        (
+            "oversized",
+            Box::new(|i: &MockIdp| i.set_behavior(Behavior::Oversized)),
+            "limit is 262144",
+        ),
+        (
+            "encryption keys only",
+            Box::new(move |i: &MockIdp| {
+                i.set_behavior(Behavior::Normal);
+                i.set_jwks(enc_only.clone());
+            }),
+            "no usable signing key",
+        ),
+        (
+            "slower than the timeout",
+            Box::new(|i: &MockIdp| i.set_behavior(Behavior::Delay(Duration::from_millis(2500)))),
+            "timeout",
+        ),
+    ];
+    for (name, apply, logged) in faults {
+        apply(&stack.idp);
+        let before = stack.idp.jwks_requests();
+        assert!(
+            stack
+                .idp
+                .wait_for_jwks_requests(before + 1, Duration::from_secs(40)),
+            "{name}: a refresh was tried"
+        );
+        assert!(
+            stack.logs_contain(logged),
+            "{name}: failure logged with {logged:?}"
+        );
+        let r = stack.get(&good());
+        assert_eq!(
+            r.status, 200,
+            "{name}: the last good key set is still used: {}",
+            r.body
+        );
+    }
+}
+
+#[test]
+fn rotation_new_kid_is_fetched_on_demand_and_old_tokens_live_out_their_grace() {
+    let cfg = config(
+        json!({"cache_duration": "60s", "rotation_grace": "3s", "unknown_kid_refetch_interval": "1s"}),
+        json!({}),
+    );
+    let idp = MockIdp::start();
+    idp.set_jwks(jwks_of(&[KeyName::Rsa1, KeyName::Ec1]));
+    let stack = Stack::start(idp, cfg);
+    let old = mint("RS256", Some("rsa-1"), &std_claims("alice"));
+    let new = sign_raw(
+        &json!({"alg": "RS256", "kid": "rsa-2"}),
+        &std_claims("alice"),
+        KeyName::Rsa2,
+    );
+    assert_eq!(stack.get(&old).status, 200);
+    assert_eq!(stack.idp.jwks_requests(), 1);
+    // The IdP rotates: rsa-2 signs, rsa-1 is withdrawn. The first token naming rsa-2 triggers one
+    // early refetch and waits for it, so it succeeds at once (no 401 window until the cache expires).
+    stack.idp.set_jwks(jwks_of(&[KeyName::Rsa2, KeyName::Ec1]));
+    let r = stack.get(&new);
+    assert_eq!(r.status, 200, "new kid: {}", r.body);
+    assert_eq!(stack.idp.jwks_requests(), 2, "exactly one early refetch");
+    let rotated = Instant::now();
+    // Tokens signed with the withdrawn key keep working for the grace period...
+    assert_eq!(
+        stack.get(&old).status,
+        200,
+        "old token within the grace period"
+    );
+    // ...and fail after it (token times have one-second resolution, hence the extra second).
+    std::thread::sleep(Duration::from_millis(4300).saturating_sub(rotated.elapsed()));
+    let r = stack.get(&old);
+    assert_eq!(
+        (r.status, code(&r)),
+        (401, "unknown_kid".to_owned()),
+        "after the grace period"
+    );
+    assert_eq!(stack.get(&new).status, 200);
+}
+
+#[test]
+fn a_random_kid_flood_costs_at_most_the_rate_limited_fetches() {
+    let stack = Stack::start(MockIdp::start(), config(json!({}), json!({})));
+    assert_eq!(stack.get(&good()).status, 200);
+    let port = stack.envoy.listen_port();
+    let handles: Vec<_> = (0..60)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let token = mint(
+                    "ES256",
+                    Some(&format!("random-{i}-{}", i * 7919)),
+                    &std_claims("mallory"),
+                );
+                // The kid is unknown; the signature is ec-1's (the kid just does not name it).
+                try_http_request(
+                    port,
+                    "GET",
+                    "/x",
+                    &[("authorization", format!("Bearer {token}").into_bytes())],
+                    b"",
+                )
+                .map(|r| {
+                    (
+                        r.status,
+                        r.json()["code"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(
+            h.join().expect("thread"),
+            Ok((401, "unknown_kid".to_owned()))
+        );
+    }
+    let fetches = stack.idp.jwks_requests();
+    assert_eq!(
+        fetches, 2,
+        "the initial fetch plus one rate-limited refetch (default 30 s interval)"
+    );
+    assert_eq!(stack.echo.count(), 1);
+}
+
+#[test]
+fn oidc_discovery_is_followed_and_a_mismatched_issuer_is_rejected() {
+    let discovery = json!({"http_uri": null, "discovery": {"cluster": "idp", "timeout": "1s"}});
+    let stack = Stack::start(MockIdp::start(), config(discovery.clone(), json!({})));
+    assert_eq!(
+        stack.get(&good()).status,
+        200,
+        "keys found through discovery"
+    );
+    assert_eq!(stack.idp.discovery_requests(), 1);
+    assert_eq!(stack.idp.jwks_requests(), 1);
+
+    let idp = MockIdp::start();
+    idp.set_discovery_issuer("https://evil.example");
+    let stack = Stack::start(idp, config(discovery, json!({"jwks_wait_timeout": "1s"})));
+    let r = stack.get(&good());
+    assert_eq!((r.status, code(&r)), (503, "keys_unavailable".to_owned()));
+    assert!(stack.idp.discovery_requests() >= 1);
+    assert_eq!(
+        stack.idp.jwks_requests(),
+        0,
+        "a mismatched discovery document is never followed"
+    );
+    assert!(stack.logs_contain("does not match the configured issuer"));
+}
