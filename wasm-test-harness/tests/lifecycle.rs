@@ -168,7 +168,8 @@ fn broken_answers_never_replace_a_good_key_set() {
     assert_eq!(stack.get(&good()).status, 200);
     let enc_only = json!({"keys": [{"kty": "RSA", "use": "enc", "kid": "enc-x",
         "n": jwks_of(&[KeyName::Rsa2])["keys"][0]["n"], "e": "AQAB"}]});
-    let faults: Vec<(&str, Box<dyn Fn(&MockIdp)>, &str)> = vec![
+    type Fault<'a> = (&'a str, Box<dyn Fn(&MockIdp)>, &'a str);
+    let faults: Vec<Fault> = vec![
         (
             "garbage",
             Box::new(|i: &MockIdp| i.set_behavior(Behavior::Garbage)),
