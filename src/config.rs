@@ -53,6 +53,16 @@ struct RawConfig {
     allow_cors_preflight: Option<bool>,
     strip_header_prefixes: Option<Vec<String>>,
     max_header_value_bytes: Option<usize>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    filter_state: Option<bool>,
+    log: Option<bool>,
+    allow_sample_rate: Option<f64>,
+    tenant_claim: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +213,7 @@ pub struct Config {
     pub token_headers: Vec<String>,
     /// Claim values longer than this are not written into headers.
     pub max_header_value_bytes: usize,
+    pub audit: Audit,
     pub realm: String,
     /// How long a request may wait for the first key set of a provider before failing closed.
     pub jwks_wait_timeout_ms: u64,
@@ -231,6 +242,21 @@ pub struct ClaimHeader {
     pub claim: String,
     pub header: String,
 }
+
+/// Where the per-decision audit record goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audit {
+    /// Into Envoy filter state `wasm.jwt_guard.audit`, for `%FILTER_STATE(wasm.jwt_guard.audit:PLAIN)%`.
+    pub filter_state: bool,
+    /// As an info line in Envoy's log.
+    pub log: bool,
+    /// Share of allow records written (0.0 to 1.0); denials are always written.
+    pub allow_sample_rate: f64,
+    /// The claim reported as `tenant`.
+    pub tenant_claim: String,
+}
+
+pub const AUDIT_FILTER_STATE: &str = "jwt_guard.audit";
 
 pub const SHADOW_HEADER: &str = "x-auth-shadow";
 pub const DEGRADED_HEADER: &str = "x-auth-degraded";
@@ -458,15 +484,25 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut rules = Vec::new();
     for (i, r) in raw.rules.iter().enumerate() {
         let f = format!("rules[{i}]");
+        // Rule names become metric labels and stat-name segments: keep them to a safe alphabet.
         let name = match &r.name {
-            Some(n) if n.is_empty() || n.bytes().any(|b| !b.is_ascii_graphic()) => {
+            Some(n)
+                if n.is_empty()
+                    || n.len() > 64
+                    || !n
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
                 return Err(err(
                     format!("{f}.name"),
-                    "must be printable ASCII without spaces",
+                    "use 1 to 64 letters, digits, '-' or '_'",
                 ))
             }
+            Some(n) if n == "default" || n == crate::metrics::NO_RULE_ROUTE => {
+                return Err(err(format!("{f}.name"), format!("{n:?} is reserved")))
+            }
             Some(n) => n.clone(),
-            None => f.clone(),
+            None => format!("rule_{i}"),
         };
         if rules.iter().any(|x: &Rule| x.name == name) {
             return Err(err(
@@ -545,6 +581,36 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             }
         }
     }
+    let audit = match &raw.audit {
+        None => Audit {
+            filter_state: true,
+            log: false,
+            allow_sample_rate: 1.0,
+            tenant_claim: "tenant".to_owned(),
+        },
+        Some(a) => {
+            let rate = a.allow_sample_rate.unwrap_or(1.0);
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(err(
+                    "audit.allow_sample_rate",
+                    "must be between 0.0 and 1.0",
+                ));
+            }
+            let tenant_claim = a
+                .tenant_claim
+                .clone()
+                .unwrap_or_else(|| "tenant".to_owned());
+            if tenant_claim.is_empty() {
+                return Err(err("audit.tenant_claim", "must not be empty"));
+            }
+            Audit {
+                filter_state: a.filter_state.unwrap_or(true),
+                log: a.log.unwrap_or(false),
+                allow_sample_rate: rate,
+                tenant_claim,
+            }
+        }
+    };
     let max_header_value_bytes = raw.max_header_value_bytes.unwrap_or(4096);
     if !(16..=16_384).contains(&max_header_value_bytes) {
         return Err(err(
@@ -580,6 +646,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         managed_headers,
         token_headers,
         max_header_value_bytes,
+        audit,
         realm,
         jwks_wait_timeout_ms,
     })

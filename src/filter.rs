@@ -9,19 +9,22 @@
 //! While parked, body and trailer callbacks also pause, so a request body can never carry the request
 //! past the filter before it is decided.
 
+use crate::audit;
 use crate::authenticator::{authenticate, KeyState, Keys, Outcome};
+use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{Config, JwksSource, Mode, Requirement, Rule};
 use crate::error::Denial;
 use crate::extractor::{extract, RequestView};
 use crate::fetcher::{self, Stage};
 use crate::headers;
 use crate::keycache::{Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid};
+use crate::metrics::{self, Kind, Registry};
 use crate::policy;
 use crate::response::deny_response;
 use crate::rules::{self, RequestInfo};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -81,6 +84,132 @@ struct Waiter {
     tokens: Vec<Vec<u8>>,
     deadline_ms: u64,
     parked: Rc<Cell<bool>>,
+    ctx: ReqCtx,
+}
+
+/// What the audit record and the latency metric need to know about a request.
+struct ReqCtx {
+    start_ns: u128,
+    request_id: Option<Vec<u8>>,
+    method: Vec<u8>,
+    path: Vec<u8>,
+    token_hash: Option<String>,
+}
+
+fn now_ns() -> u128 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Metric ids defined in Envoy, indexed like `Registry::defs`. Read-only after configure, so it is
+/// shared by `Rc` and never borrowed across host calls.
+#[derive(Default)]
+struct Telemetry {
+    registry: Registry,
+    ids: Vec<Option<u32>>,
+}
+
+impl Telemetry {
+    fn define(registry: Registry) -> Telemetry {
+        let ids = registry
+            .defs
+            .iter()
+            .map(|d| {
+                let kind = match d.kind {
+                    Kind::Counter => MetricType::Counter,
+                    Kind::Gauge => MetricType::Gauge,
+                    Kind::Histogram => MetricType::Histogram,
+                };
+                hostcalls::define_metric(kind, &d.name).ok()
+            })
+            .collect::<Vec<_>>();
+        let missing = ids.iter().filter(|i| i.is_none()).count();
+        if missing > 0 {
+            log(
+                LogLevel::Warn,
+                &format!("{missing} metrics could not be defined; they will not be reported"),
+            );
+        }
+        Telemetry { registry, ids }
+    }
+
+    fn id(&self, idx: Option<usize>) -> Option<u32> {
+        idx.and_then(|i| self.ids.get(i).copied().flatten())
+    }
+
+    /// Metrics never change a decision: a host error here is ignored.
+    fn inc(&self, idx: Option<usize>) {
+        if let Some(id) = self.id(idx) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn set(&self, idx: Option<usize>, value: u64) {
+        if let Some(id) = self.id(idx) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    /// Counts a decision, records its latency, and writes its audit record.
+    fn decision(
+        &self,
+        config: &Config,
+        route: &str,
+        mode: Mode,
+        plan: &policy::Plan,
+        ctx: &ReqCtx,
+    ) {
+        let now = now_ns();
+        let latency_us = (now.saturating_sub(ctx.start_ns) / 1_000) as u64;
+        self.inc(self.registry.decision(route, plan.outcome, plan.reason));
+        self.set(self.registry.latency(mode), latency_us);
+        for d in &plan.dropped {
+            self.inc(self.registry.dropped(d.metric_reason()));
+        }
+        let audit = &config.audit;
+        if !(audit.filter_state || audit.log) {
+            return;
+        }
+        // Low bits of the clock's nanoseconds, mixed: good enough to sample allow records.
+        let roll = ((now as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32;
+        if !audit::should_write(plan.outcome, audit.allow_sample_rate, roll) {
+            return;
+        }
+        let provider = plan
+            .provider
+            .and_then(|i| config.providers.get(i))
+            .map(|p| p.name.as_str());
+        let record = audit::Record {
+            time_ms: (now / 1_000_000) as u64,
+            request_id: ctx.request_id.as_deref(),
+            route,
+            mode: metrics::mode_name(mode),
+            decision: plan.outcome,
+            reason: plan.reason,
+            provider,
+            issuer: plan.issuer.as_deref(),
+            subject: plan.subject.as_deref(),
+            tenant: plan.tenant.as_deref(),
+            token_hash: ctx.token_hash.as_deref(),
+            method: &ctx.method,
+            path: &ctx.path,
+            latency_us,
+        }
+        .to_json();
+        if audit.filter_state
+            && hostcalls::set_property(vec![AUDIT_FILTER_STATE], Some(record.as_bytes())).is_err()
+        {
+            log(
+                LogLevel::Debug,
+                "could not store the audit record in filter state",
+            );
+        }
+        if audit.log {
+            log(LogLevel::Info, &format!("audit {record}"));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -93,6 +222,7 @@ struct Vm {
     /// whose answer never came is dropped at its give-up time so this VM can fetch again.
     in_flight: HashMap<u32, InFlight>,
     holder: u64,
+    telemetry: Rc<Telemetry>,
 }
 
 /// The key view the authenticator gets. `may_wait` is false once a parked request reached its
@@ -273,19 +403,31 @@ impl Root {
                 config,
                 provider,
                 now,
-                &format!(
-                    "cannot call cluster {:?} ({status:?}); is it defined?",
-                    remote.cluster
+                &fetcher::FetchError::new(
+                    "dispatch_error",
+                    format!(
+                        "cannot call cluster {:?} ({status:?}); is it defined?",
+                        remote.cluster
+                    ),
                 ),
             ),
         }
     }
 
-    fn fetch_failed(&mut self, config: &Config, provider: usize, now: u64, why: &str) {
+    fn fetch_failed(
+        &mut self,
+        config: &Config,
+        provider: usize,
+        now: u64,
+        error: &fetcher::FetchError,
+    ) {
+        let why = &error.message;
         let name = config
             .providers
             .get(provider)
             .map_or("?", |p| p.name.as_str());
+        let telemetry = self.vm.borrow().telemetry.clone();
+        telemetry.inc(telemetry.registry.fetch(provider, error.cause));
         let mut vm = self.vm.borrow_mut();
         let holder = vm.holder;
         let Some(cache) = vm.caches.get_mut(provider).and_then(Option::as_mut) else {
@@ -316,6 +458,17 @@ impl Root {
         for (i, cache) in vm.caches.iter().enumerate() {
             let Some(cache) = cache else { continue };
             let health = cache.health(now);
+            if let (Some(local), Some(pm)) = (cache.local(), vm.telemetry.registry.providers.get(i))
+            {
+                vm.telemetry
+                    .set(Some(pm.keys), local.set.current_len() as u64);
+                vm.telemetry.set(
+                    Some(pm.age_seconds),
+                    now.saturating_sub(local.fetched_at_ms) / 1000,
+                );
+                vm.telemetry
+                    .set(Some(pm.stale), u64::from(health != Health::Fresh));
+            }
             if health == Health::Empty || !cache.note_health(&HostStore, health, now) {
                 continue;
             }
@@ -352,6 +505,7 @@ impl Root {
         let Some(config) = self.vm.borrow().config.clone() else {
             return;
         };
+        let telemetry = self.vm.borrow().telemetry.clone();
         let waiters = std::mem::take(&mut self.vm.borrow_mut().waiters);
         let mut still = Vec::new();
         let mut decided = Vec::new();
@@ -375,10 +529,16 @@ impl Root {
                 continue; // the stream is gone
             }
             let Some(rule) = w.rule.get(&config) else {
-                send_denial(&config, &Denial::NoRule);
+                deny_without_rule(&config, &telemetry, Denial::NoRule, &w.ctx);
                 continue;
             };
-            if carry_out(&config, policy::plan(&config, rule, outcome)) {
+            if carry_out(
+                &config,
+                &telemetry,
+                rule,
+                policy::plan(&config, rule, outcome),
+                &w.ctx,
+            ) {
                 w.parked.set(false);
                 if let Err(status) = hostcalls::resume_http_request() {
                     log(
@@ -421,8 +581,11 @@ impl Context for Root {
         let body = fetcher::check_answer(call.stage, status.as_deref(), body_size).and_then(|()| {
             match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
                 Ok(Some(body)) => Ok(body),
-                Ok(None) => Err("empty answer".to_owned()),
-                Err(status) => Err(format!("cannot read the answer: {status:?}")),
+                Ok(None) => Err(fetcher::FetchError::new("invalid", "empty answer")),
+                Err(status) => Err(fetcher::FetchError::new(
+                    "invalid",
+                    format!("cannot read the answer: {status:?}"),
+                )),
             }
         });
         match (call.stage, body) {
@@ -439,6 +602,8 @@ impl Context for Root {
             (Stage::Jwks, Ok(body)) => match fetcher::parse_jwks(&body) {
                 Err(why) => self.fetch_failed(&config, call.provider, now, &why),
                 Ok(set) => {
+                    let telemetry = self.vm.borrow().telemetry.clone();
+                    telemetry.inc(telemetry.registry.fetch(call.provider, "success"));
                     let mut vm = self.vm.borrow_mut();
                     let holder = vm.holder;
                     if let Some(cache) = vm.caches.get_mut(call.provider).and_then(Option::as_mut) {
@@ -507,8 +672,10 @@ impl RootContext for Root {
                 JwksSource::Local(_) => None,
             })
             .collect();
+        let telemetry = Rc::new(Telemetry::define(Registry::build(&config)));
         {
             let mut vm = self.vm.borrow_mut();
+            vm.telemetry = telemetry;
             vm.holder = holder;
             vm.config = Some(config);
             vm.caches = caches;
@@ -568,7 +735,14 @@ impl RuleRef {
 
 /// Applies a plan in the current (effective) stream: answers it, or sets headers and logs. Returns
 /// true when the request should go on to the upstream.
-fn carry_out(config: &Config, plan: policy::Plan) -> bool {
+fn carry_out(
+    config: &Config,
+    telemetry: &Telemetry,
+    rule: &Rule,
+    plan: policy::Plan,
+    ctx: &ReqCtx,
+) -> bool {
+    telemetry.decision(config, &rule.name, rule.mode, &plan, ctx);
     if let Some(denial) = plan.respond {
         log(LogLevel::Debug, &format!("deny: {denial}"));
         send_denial(config, &denial);
@@ -592,6 +766,24 @@ fn carry_out(config: &Config, plan: policy::Plan) -> bool {
         log(LogLevel::Info, line);
     }
     true
+}
+
+/// Denies a request that has no rule (none matched, or the host failed us before one was chosen).
+fn deny_without_rule(config: &Config, telemetry: &Telemetry, denial: Denial, ctx: &ReqCtx) {
+    let plan = policy::Plan {
+        outcome: "deny",
+        reason: denial.code(),
+        respond: Some(denial),
+        ..policy::Plan::default()
+    };
+    let placeholder = Rule {
+        name: metrics::NO_RULE_ROUTE.to_owned(),
+        matcher: Default::default(),
+        requires: None,
+        mode: Mode::Enforce,
+        on_keys_unavailable: crate::config::OnKeysUnavailable::FailClosed,
+    };
+    carry_out(config, telemetry, &placeholder, plan, ctx);
 }
 
 /// Removes every client header the filter owns (see `headers::to_strip`). False if the host refused.
@@ -656,20 +848,32 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Some(config) = self.vm.borrow().config.clone() else {
+        let start_ns = now_ns();
+        let (config, telemetry) = {
+            let vm = self.vm.borrow();
+            (vm.config.clone(), vm.telemetry.clone())
+        };
+        let Some(config) = config else {
             // No valid configuration: Envoy should not have created the filter; fail closed.
             send_denial_unconfigured();
             return Action::Pause;
         };
+        let header = |name: &str| HostRequest.header(name).unwrap_or_default();
+        let mut ctx = ReqCtx {
+            start_ns,
+            request_id: HostRequest.header("x-request-id"),
+            method: header(":method"),
+            path: header(":path"),
+            token_hash: None,
+        };
         // Before anything else, on every path: no client-supplied identity header survives.
         if !strip_identity_headers(&config) {
-            send_denial(&config, &Denial::Internal);
+            deny_without_rule(&config, &telemetry, Denial::Internal, &ctx);
             return Action::Pause;
         }
-        let header = |name: &str| HostRequest.header(name).unwrap_or_default();
         let info = RequestInfo {
-            path: header(":path"),
-            method: header(":method"),
+            path: ctx.path.clone(),
+            method: ctx.method.clone(),
             authority: header(":authority"),
             route_name: if config.uses_route_names {
                 hostcalls::get_property(vec!["xds", "route_name"])
@@ -688,15 +892,23 @@ impl HttpContext for Http {
                     .is_some(),
             )
         {
+            telemetry.inc(Some(telemetry.registry.cors_preflights));
             return Action::Continue;
         }
         let Some(rule) = rules::find(&config, &info) else {
-            send_denial(&config, &Denial::NoRule);
+            deny_without_rule(&config, &telemetry, Denial::NoRule, &ctx);
             return Action::Pause;
         };
         let requirement = match (&rule.requires, rule.mode) {
             (Some(r), Mode::Enforce | Mode::Shadow) => r,
-            _ => return Action::Continue,
+            _ => {
+                let plan = policy::plan(&config, rule, Outcome::Allow(None));
+                return if carry_out(&config, &telemetry, rule, plan, &ctx) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                };
+            }
         };
         let sources = requirement
             .providers
@@ -704,8 +916,15 @@ impl HttpContext for Http {
             .filter_map(|&i| config.providers.get(i))
             .flat_map(|p| p.sources.iter());
         let tokens = extract(sources, &HostRequest);
+        ctx.token_hash = tokens.first().map(|t| audit::token_hash(t));
         if !scrub_token(&config, requirement, &info.path) {
-            send_denial(&config, &Denial::Internal);
+            let plan = policy::Plan {
+                respond: Some(Denial::Internal),
+                outcome: "deny",
+                reason: "internal_error",
+                ..policy::Plan::default()
+            };
+            carry_out(&config, &telemetry, rule, plan, &ctx);
             return Action::Pause;
         }
         let now = now_ms();
@@ -731,12 +950,19 @@ impl HttpContext for Http {
                 tokens,
                 deadline_ms: now + config.jwks_wait_timeout_ms,
                 parked: self.parked.clone(),
+                ctx,
             });
             // Sets the tick of this VM's root context, so the wait is noticed quickly.
             let _ = hostcalls::set_tick_period(FAST_TICK);
             return Action::Pause;
         }
-        if carry_out(&config, policy::plan(&config, rule, outcome)) {
+        if carry_out(
+            &config,
+            &telemetry,
+            rule,
+            policy::plan(&config, rule, outcome),
+            &ctx,
+        ) {
             Action::Continue
         } else {
             Action::Pause

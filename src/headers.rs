@@ -38,6 +38,17 @@ pub struct Dropped {
     pub reason: &'static str,
 }
 
+impl Dropped {
+    /// The `reason` label of the `claims_dropped` metric.
+    pub fn metric_reason(&self) -> &'static str {
+        match self.reason {
+            "control character in value" => "control_character",
+            "value too long" => "too_long",
+            _ => "not_plain",
+        }
+    }
+}
+
 fn text(v: &Value, sep: &str) -> Result<Option<String>, &'static str> {
     Ok(Some(match v {
         Value::Null => return Ok(None),

@@ -4,6 +4,7 @@
 //! signature verification, claim checks, rule matching, the deny responses and the shared-data cache
 //! protocol. `filter` is the only module that talks to proxy-wasm, and it is compiled only for wasm32.
 
+pub mod audit;
 pub mod authenticator;
 pub mod b64;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod fetcher;
 pub mod headers;
 pub mod jwks;
 pub mod keycache;
+pub mod metrics;
 pub mod policy;
 pub mod response;
 pub mod rules;

@@ -21,6 +21,24 @@ pub struct Plan {
     pub dropped: Vec<Dropped>,
     /// A line for Envoy's log (never contains a token or a claim value other than `sub`).
     pub log: Option<String>,
+    /// `allow`, `deny`, `would_allow` or `would_deny`: the metric and audit outcome.
+    pub outcome: &'static str,
+    /// `ok`, `anonymous`, `public`, `degraded` or a denial code.
+    pub reason: &'static str,
+    /// The verified identity's provider, when there is one.
+    pub provider: Option<usize>,
+    /// From the verified token only (for the audit record).
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+    pub tenant: Option<String>,
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 fn sub_of(outcome: &Outcome) -> String {
@@ -35,12 +53,36 @@ fn sub_of(outcome: &Outcome) -> String {
 
 /// `outcome` must be decided (not `Wait`); a `Wait` is treated as keys unavailable.
 pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        outcome: "allow",
+        reason: "public",
+        ..Plan::default()
+    };
     let sub = sub_of(&outcome);
     match (rule.mode, outcome) {
         (Mode::Off, _) => {}
+        (_, _) if rule.requires.is_none() => {}
         (mode, Outcome::Allow(identity)) => {
+            plan.outcome = if mode == Mode::Shadow {
+                "would_allow"
+            } else {
+                "allow"
+            };
+            plan.reason = if identity.is_some() {
+                "ok"
+            } else {
+                "anonymous"
+            };
             if let Some(v) = identity {
+                plan.provider = Some(v.provider);
+                let text = |name: &str| {
+                    claim(&v.claims, name)
+                        .and_then(scalar)
+                        .filter(|s| s.len() <= 256)
+                };
+                plan.issuer = text("iss");
+                plan.subject = text("sub");
+                plan.tenant = text(&config.audit.tenant_claim);
                 if let Some(provider) = config.providers.get(v.provider) {
                     let (set, dropped) =
                         identity_headers(provider, &v.claims, config.max_header_value_bytes);
@@ -59,7 +101,10 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
                 _ => Denial::KeysUnavailable,
             };
             let code = denial.code();
+            plan.reason = code;
+            plan.outcome = "deny";
             if mode == Mode::Shadow {
+                plan.outcome = "would_deny";
                 plan.set_headers
                     .push((SHADOW_HEADER.to_owned(), format!("deny; reason={code}")));
                 plan.log = Some(format!(
@@ -69,6 +114,8 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
             } else if denial == Denial::KeysUnavailable
                 && rule.on_keys_unavailable == OnKeysUnavailable::Degraded
             {
+                plan.outcome = "allow";
+                plan.reason = "degraded";
                 plan.set_headers
                     .push((DEGRADED_HEADER.to_owned(), code.to_owned()));
                 plan.log = Some(format!(

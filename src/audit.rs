@@ -1,0 +1,175 @@
+//! The audit record: one JSON object per decision with stable field names, for Envoy's access log
+//! (through filter state) and/or Envoy's log. It never holds the token, only a short hash of it
+//! (enough to correlate requests carrying the same token, useless to replay it).
+//!
+//! Fields: `time` (RFC 3339, UTC, ms), `request_id`, `route`, `mode`, `decision`, `reason`, `provider`,
+//! `issuer`, `subject`, `tenant`, `token_hash`, `method`, `path` (no query string), `latency_us`.
+//! Identity fields come only from a verified token; they are `null` otherwise.
+
+use crate::rules::path_without_query;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Longer values are cut (request data must not make records unbounded).
+const MAX_FIELD: usize = 256;
+
+/// First 8 bytes of SHA-256 of the token, as 16 hex digits.
+pub fn token_hash(token: &[u8]) -> String {
+    Sha256::digest(token)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from milliseconds since the Unix epoch (no clock read here).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+fn text(bytes: &[u8]) -> Value {
+    let s = String::from_utf8_lossy(bytes);
+    Value::String(s.chars().take(MAX_FIELD).collect())
+}
+
+fn opt(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| text(s.as_bytes()))
+}
+
+/// Everything a record is made of; the filter fills it, `to_json` writes it.
+#[derive(Debug, Default)]
+pub struct Record<'a> {
+    pub time_ms: u64,
+    pub request_id: Option<&'a [u8]>,
+    pub route: &'a str,
+    pub mode: &'a str,
+    pub decision: &'a str,
+    pub reason: &'a str,
+    pub provider: Option<&'a str>,
+    pub issuer: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    pub token_hash: Option<&'a str>,
+    pub method: &'a [u8],
+    pub path: &'a [u8],
+    pub latency_us: u64,
+}
+
+impl Record<'_> {
+    pub fn to_json(&self) -> String {
+        json!({
+            "time": rfc3339(self.time_ms),
+            "request_id": self.request_id.map_or(Value::Null, text),
+            "route": self.route,
+            "mode": self.mode,
+            "decision": self.decision,
+            "reason": self.reason,
+            "provider": opt(self.provider),
+            "issuer": opt(self.issuer),
+            "subject": opt(self.subject),
+            "tenant": opt(self.tenant),
+            "token_hash": opt(self.token_hash),
+            "method": text(self.method),
+            "path": text(path_without_query(self.path)),
+            "latency_us": self.latency_us,
+        })
+        .to_string()
+    }
+}
+
+/// Whether to write a record: denials and would-denials always; allows at `allow_sample_rate`,
+/// decided from `roll` (uniform in 0..=u32::MAX, e.g. from the clock's nanoseconds).
+pub fn should_write(decision: &str, allow_sample_rate: f64, roll: u32) -> bool {
+    match decision {
+        "deny" | "would_deny" => true,
+        _ => f64::from(roll) < allow_sample_rate * f64::from(u32::MAX) || allow_sample_rate >= 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_is_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_359_081_000), "2026-11-22T14:51:21.000Z");
+    }
+
+    #[test]
+    fn record_has_stable_fields_and_no_query() {
+        let r = Record {
+            time_ms: 0,
+            request_id: Some(b"abc"),
+            route: "api",
+            mode: "enforce",
+            decision: "deny",
+            reason: "expired",
+            token_hash: Some("00112233aabbccdd"),
+            method: b"GET",
+            path: b"/a/b?access_token=secret",
+            latency_us: 42,
+            ..Record::default()
+        };
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "decision",
+                "issuer",
+                "latency_us",
+                "method",
+                "mode",
+                "path",
+                "provider",
+                "reason",
+                "request_id",
+                "route",
+                "subject",
+                "tenant",
+                "time",
+                "token_hash"
+            ]
+        );
+        assert_eq!(v["path"], "/a/b");
+        assert_eq!(v["subject"], Value::Null);
+        assert!(!r.to_json().contains("secret"));
+    }
+
+    #[test]
+    fn hash_is_short_and_stable() {
+        assert_eq!(token_hash(b"abc"), "ba7816bf8f01cfea");
+        assert_eq!(token_hash(b"abc").len(), 16);
+    }
+
+    #[test]
+    fn sampling_keeps_every_denial() {
+        assert!(should_write("deny", 0.0, u32::MAX));
+        assert!(should_write("would_deny", 0.0, 0));
+        assert!(!should_write("allow", 0.0, 0));
+        assert!(should_write("allow", 1.0, u32::MAX));
+        assert!(should_write("allow", 0.5, 1));
+        assert!(!should_write("allow", 0.5, u32::MAX - 1));
+    }
+}

@@ -1,0 +1,282 @@
+//! The one registry of metric names. Every metric is defined at start-up from the compiled config, so
+//! cardinality is bounded by config (rules × reasons, providers × causes), never by request data, and
+//! dashboards see zeros instead of missing series.
+//!
+//! Names follow one scheme: `jwt_guard.<family>` followed by `.<label>.<value>` pairs. Envoy prefixes
+//! custom wasm stats with `wasmcustom.`; the `stats_config.stats_tags` rules in `envoy/*.yaml` (see
+//! `STATS_TAGS_YAML` in the README) turn the pairs into Prometheus labels, e.g.
+//! `jwt_guard_decisions{route="api",mode="enforce",outcome="deny",reason="expired"}`.
+
+use crate::config::{Config, Mode, Rule};
+use crate::error::Denial;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricDef {
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// Route label for requests no rule matched.
+pub const NO_RULE_ROUTE: &str = "no_rule";
+
+/// Every denial reason, for defining the deny counters up front.
+pub const DENY_REASONS: &[&str] = &[
+    "missing",
+    "malformed",
+    "oversized",
+    "alg_not_allowed",
+    "forbidden_header",
+    "unknown_kid",
+    "key_mismatch",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "missing_exp",
+    "wrong_issuer",
+    "wrong_audience",
+    "insufficient_scope",
+    "claim_mismatch",
+    "keys_unavailable",
+    "internal_error",
+];
+
+/// Reasons on allows: `ok` (valid token), `anonymous` (allow_missing, no token), `public` (rule without
+/// requirement or mode off), `degraded` (keys unavailable, rule opted in).
+pub const ALLOW_REASONS: &[&str] = &["ok", "anonymous", "public", "degraded"];
+
+/// Causes of a JWKS (or discovery) fetch result.
+pub const FETCH_RESULTS: &[&str] = &[
+    "success",
+    "timeout",
+    "http_error",
+    "too_large",
+    "invalid",
+    "no_usable_key",
+    "issuer_mismatch",
+    "dispatch_error",
+];
+
+pub const DROP_REASONS: &[&str] = &["control_character", "too_long", "not_plain"];
+
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "enforce",
+        Mode::Shadow => "shadow",
+        Mode::Off => "off",
+    }
+}
+
+/// Per-provider metric indexes.
+#[derive(Debug, Default)]
+pub struct ProviderMetrics {
+    pub fetch: HashMap<&'static str, usize>,
+    pub keys: usize,
+    pub age_seconds: usize,
+    pub stale: usize,
+}
+
+/// All metric definitions, and where to find each one by its labels.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub defs: Vec<MetricDef>,
+    decisions: HashMap<(String, &'static str, &'static str), usize>,
+    latency: HashMap<&'static str, usize>,
+    pub providers: Vec<ProviderMetrics>,
+    dropped: HashMap<&'static str, usize>,
+    pub cors_preflights: usize,
+}
+
+impl Registry {
+    fn add(&mut self, name: String, kind: Kind) -> usize {
+        self.defs.push(MetricDef { name, kind });
+        self.defs.len() - 1
+    }
+
+    fn add_decisions(&mut self, route: &str, mode: Mode, has_requirement: bool) {
+        let m = mode_name(mode);
+        let mut pairs: Vec<(&'static str, &'static str)> = Vec::new();
+        match (mode, has_requirement) {
+            (Mode::Off, _) | (_, false) => pairs.push(("allow", "public")),
+            (Mode::Enforce, true) => {
+                pairs.extend(["ok", "anonymous", "degraded"].map(|r| ("allow", r)));
+                pairs.extend(DENY_REASONS.iter().map(|r| ("deny", *r)));
+            }
+            (Mode::Shadow, true) => {
+                pairs.extend(["ok", "anonymous"].map(|r| ("would_allow", r)));
+                pairs.extend(DENY_REASONS.iter().map(|r| ("would_deny", *r)));
+            }
+        }
+        for (outcome, reason) in pairs {
+            let name = format!(
+                "jwt_guard.decisions.route.{route}.mode.{m}.outcome.{outcome}.reason.{reason}"
+            );
+            let idx = self.add(name, Kind::Counter);
+            self.decisions
+                .insert((route.to_owned(), outcome, reason), idx);
+        }
+    }
+
+    pub fn build(config: &Config) -> Registry {
+        let mut r = Registry::default();
+        let rules: Vec<&Rule> = config
+            .rules
+            .iter()
+            .chain(config.default_rule.as_ref())
+            .collect();
+        for rule in rules {
+            r.add_decisions(&rule.name, rule.mode, rule.requires.is_some());
+        }
+        let idx = r.add(
+            format!("jwt_guard.decisions.route.{NO_RULE_ROUTE}.mode.enforce.outcome.deny.reason.no_rule"),
+            Kind::Counter,
+        );
+        r.decisions
+            .insert((NO_RULE_ROUTE.to_owned(), "deny", "no_rule"), idx);
+        // Internal errors can happen before a rule is known.
+        let idx = r.add(
+            format!("jwt_guard.decisions.route.{NO_RULE_ROUTE}.mode.enforce.outcome.deny.reason.internal_error"),
+            Kind::Counter,
+        );
+        r.decisions
+            .insert((NO_RULE_ROUTE.to_owned(), "deny", "internal_error"), idx);
+        for mode in ["enforce", "shadow", "off"] {
+            let idx = r.add(
+                format!("jwt_guard.decision_latency_us.mode.{mode}"),
+                Kind::Histogram,
+            );
+            r.latency.insert(mode, idx);
+        }
+        for p in &config.providers {
+            let mut pm = ProviderMetrics::default();
+            if matches!(p.jwks, crate::config::JwksSource::Remote(_)) {
+                for result in FETCH_RESULTS {
+                    let name = format!("jwt_guard.jwks.provider.{}.fetch.result.{result}", p.name);
+                    pm.fetch.insert(result, r.add(name, Kind::Counter));
+                }
+            }
+            pm.keys = r.add(
+                format!("jwt_guard.jwks.provider.{}.keys", p.name),
+                Kind::Gauge,
+            );
+            pm.age_seconds = r.add(
+                format!("jwt_guard.jwks.provider.{}.age_seconds", p.name),
+                Kind::Gauge,
+            );
+            pm.stale = r.add(
+                format!("jwt_guard.jwks.provider.{}.stale", p.name),
+                Kind::Gauge,
+            );
+            r.providers.push(pm);
+        }
+        for reason in DROP_REASONS {
+            let idx = r.add(
+                format!("jwt_guard.claims_dropped.reason.{reason}"),
+                Kind::Counter,
+            );
+            r.dropped.insert(reason, idx);
+        }
+        r.cors_preflights = r.add("jwt_guard.cors_preflights".to_owned(), Kind::Counter);
+        r
+    }
+
+    pub fn decision(&self, route: &str, outcome: &str, reason: &str) -> Option<usize> {
+        self.decisions
+            .iter()
+            .find(|((r, o, re), _)| r == route && *o == outcome && *re == reason)
+            .map(|(_, idx)| *idx)
+    }
+
+    pub fn latency(&self, mode: Mode) -> Option<usize> {
+        self.latency.get(mode_name(mode)).copied()
+    }
+
+    pub fn dropped(&self, reason: &str) -> Option<usize> {
+        self.dropped.get(reason).copied()
+    }
+
+    pub fn fetch(&self, provider: usize, result: &str) -> Option<usize> {
+        self.providers
+            .get(provider)
+            .and_then(|p| p.fetch.get(result).copied())
+    }
+}
+
+/// The reason label of a denial.
+pub fn deny_reason(d: &Denial) -> &'static str {
+    d.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(rules: &str) -> Config {
+        let doc = format!(
+            r#"{{"providers":{{"p":{{"issuer":"i","local_jwks":{{"inline":{}}}}}}},"rules":{rules}}}"#,
+            crate::keycache::tests::JWKS
+        );
+        Config::parse(doc.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_deny_code_has_a_counter() {
+        let all = [
+            Denial::Missing,
+            Denial::Malformed("x"),
+            Denial::Oversized,
+            Denial::AlgNotAllowed,
+            Denial::ForbiddenHeader("x"),
+            Denial::UnknownKid,
+            Denial::KeyMismatch,
+            Denial::BadSignature,
+            Denial::Expired,
+            Denial::NotYetValid,
+            Denial::MissingExp,
+            Denial::WrongIssuer,
+            Denial::WrongAudience,
+            Denial::InsufficientScope(String::new()),
+            Denial::ClaimMismatch,
+            Denial::KeysUnavailable,
+            Denial::Internal,
+        ];
+        for d in &all {
+            assert!(DENY_REASONS.contains(&d.code()), "{}", d.code());
+        }
+        assert_eq!(all.len(), DENY_REASONS.len());
+    }
+
+    #[test]
+    fn cardinality_follows_config_not_traffic() {
+        let c = cfg(r#"[{"name":"pub","match":{"prefix":"/p"}},
+                        {"name":"api","match":{"prefix":"/a"},"requires":{"provider_name":"p"}},
+                        {"name":"sh","match":{"prefix":"/"},"requires":{"provider_name":"p"},"mode":"shadow"}]"#);
+        let r = Registry::build(&c);
+        assert!(r.decision("pub", "allow", "public").is_some());
+        assert!(r.decision("api", "deny", "expired").is_some());
+        assert!(r.decision("api", "would_deny", "expired").is_none());
+        assert!(r.decision("sh", "would_deny", "expired").is_some());
+        assert!(r.decision(NO_RULE_ROUTE, "deny", "no_rule").is_some());
+        let decisions = r
+            .defs
+            .iter()
+            .filter(|d| d.name.starts_with("jwt_guard.decisions."))
+            .count();
+        assert_eq!(decisions, 1 + (3 + 17) + (2 + 17) + 2);
+        let mut names: Vec<&str> = r.defs.iter().map(|d| d.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), r.defs.len(), "no name defined twice");
+        assert!(r
+            .defs
+            .iter()
+            .all(|d| d.name.split('.').all(|s| !s.is_empty())));
+    }
+}
