@@ -493,7 +493,12 @@ fn spawn(bin: &Path, p: &Prepared, concurrency: usize) -> Result<Child, String> 
     } else {
         &[]
     };
-    let log = File::create(&p.log_path)
+    // Append mode: Envoy's stdout access logger reopens /dev/stdout, which gets its own file offset;
+    // only O_APPEND keeps its lines from overwriting (or being overwritten by) the stderr log.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p.log_path)
         .map_err(|e| format!("cannot create {}: {e}", p.log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     Command::new(bin)
@@ -507,6 +512,9 @@ fn spawn(bin: &Path, p: &Prepared, concurrency: usize) -> Result<Child, String> 
             &concurrency.max(1).to_string(),
             "-l",
             "info",
+            // Access logs (the audit records) are buffered and flushed on this interval (default 10 s).
+            "--file-flush-interval-msec",
+            "100",
         ])
         .args(strict)
         .stdin(Stdio::null())

@@ -1,0 +1,382 @@
+//! Decision metrics and audit records through a real Envoy: drive known traffic, then read Envoy's
+//! `/stats/prometheus` and the audit JSON lines, and assert exact counts, labels and fields.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use wasm_test_harness::client::try_http_request;
+use wasm_test_harness::tokens::{self, mint, sign_raw, std_claims};
+use wasm_test_harness::{EchoUpstream, Envoy, EnvoyOptions, KeyName, MockIdp};
+
+fn config(audit: Value) -> String {
+    json!({
+        "realm": "demo",
+        "audit": audit,
+        "providers": {
+            "demo": {
+                "issuer": tokens::ISSUER,
+                "audiences": [tokens::AUDIENCE],
+                "remote_jwks": {
+                    "http_uri": {"uri": "http://idp.demo.local/jwks.json", "cluster": "idp", "timeout": "2s"},
+                    "cache_duration": "300s"
+                },
+                "claim_to_headers": [
+                    {"claim": "sub", "header": "x-user-sub"},
+                    {"claim": "note", "header": "x-user-note"}
+                ]
+            }
+        },
+        "rules": [
+            {"name": "health", "match": {"path": "/healthz"}},
+            {"name": "api", "match": {"prefix": "/api/"}, "requires": {"provider_name": "demo"}},
+            {"name": "reports", "match": {"prefix": "/reports/"}, "mode": "shadow",
+             "requires": {"provider_name": "demo", "scopes": ["reports:read"]}}
+        ]
+    })
+    .to_string()
+}
+
+struct Stack {
+    #[allow(dead_code)]
+    idp: MockIdp,
+    #[allow(dead_code)]
+    echo: EchoUpstream,
+    envoy: Envoy,
+}
+
+impl Stack {
+    fn start(plugin_config: String) -> Stack {
+        let idp = MockIdp::start();
+        let echo = EchoUpstream::start();
+        let opts = EnvoyOptions {
+            plugin_config,
+            idp_port: idp.port(),
+            upstream_port: echo.port(),
+            concurrency: 2,
+            ..EnvoyOptions::default()
+        };
+        let envoy = Envoy::start(opts).unwrap_or_else(|e| panic!("envoy did not start: {e}"));
+        Stack { idp, echo, envoy }
+    }
+
+    fn send(&self, method: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> u16 {
+        let mut headers: Vec<(&str, Vec<u8>)> = extra
+            .iter()
+            .map(|(k, v)| (*k, v.as_bytes().to_vec()))
+            .collect();
+        if let Some(t) = token {
+            headers.push(("authorization", format!("Bearer {t}").into_bytes()));
+        }
+        try_http_request(self.envoy.listen_port(), method, path, &headers, b"")
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+            .status
+    }
+
+    /// `name{labels}` → value for every jwt_guard series in /stats/prometheus.
+    fn prometheus(&self) -> BTreeMap<String, f64> {
+        let text = self
+            .envoy
+            .admin_get("/stats/prometheus")
+            .expect("stats")
+            .body;
+        text.lines()
+            .filter(|l| l.starts_with("jwt_guard_"))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn audit_records(&self) -> Vec<Value> {
+        self.envoy
+            .logs()
+            .lines()
+            .filter_map(|l| {
+                let json = l
+                    .strip_prefix('{')
+                    .map(|_| l)
+                    .or_else(|| l.split_once("audit ").map(|(_, r)| r))?;
+                serde_json::from_str::<Value>(json)
+                    .ok()
+                    .filter(|v| v.get("decision").is_some())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- envoy log tail ----\n{}", self.envoy.log_tail(60));
+        }
+    }
+}
+
+fn es(extra: Value) -> String {
+    let mut c = std_claims("alice");
+    for (k, v) in extra.as_object().expect("object") {
+        c[k] = v.clone();
+    }
+    mint("ES256", Some("ec-1"), &c)
+}
+
+fn decisions(route: &str, mode: &str, outcome: &str, reason: &str) -> String {
+    format!("jwt_guard_decisions{{route=\"{route}\",mode=\"{mode}\",outcome=\"{outcome}\",reason=\"{reason}\"}}")
+}
+
+#[test]
+fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
+    let stack = Stack::start(config(json!({})));
+    let now = tokens::now() as i64;
+    let valid = es(json!({}));
+    let scoped = es(json!({"scope": "reports:read", "tenant": "acme"}));
+    let expired = es(json!({"exp": now - 600}));
+    let forged = sign_raw(
+        &json!({"alg": "RS256", "kid": "rsa-1"}),
+        &std_claims("mallory"),
+        KeyName::RsaRogue,
+    );
+    let injected = es(json!({"note": "a\r\nx-user-admin: 1"}));
+    let mut sent: Vec<String> = Vec::new();
+    let mut go =
+        |method: &str, path: &str, token: Option<&String>, extra: &[(&str, &str)], want: u16| {
+            if let Some(t) = token {
+                sent.push(t.clone());
+            }
+            assert_eq!(
+                stack.send(method, path, token.map(String::as_str), extra),
+                want,
+                "{method} {path}"
+            );
+        };
+    for _ in 0..3 {
+        go("GET", "/api/items?page=2", Some(&valid), &[], 200);
+    }
+    go("GET", "/api/items", Some(&injected), &[], 200);
+    for _ in 0..2 {
+        go("GET", "/api/items", Some(&expired), &[], 401);
+    }
+    go("GET", "/api/items", None, &[], 401);
+    go("POST", "/api/items", Some(&forged), &[], 401);
+    for _ in 0..2 {
+        go("GET", "/reports/q3", Some(&scoped), &[], 200);
+    }
+    for _ in 0..2 {
+        go("GET", "/reports/q3", Some(&valid), &[], 200);
+    }
+    go("GET", "/reports/q3", Some(&expired), &[], 200);
+    go("GET", "/healthz", None, &[], 200);
+    go("GET", "/healthz", None, &[], 200);
+    go("GET", "/nowhere", None, &[], 403);
+    go(
+        "OPTIONS",
+        "/api/items",
+        None,
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "GET"),
+        ],
+        200,
+    );
+
+    // Histograms reach /stats/prometheus at the next stats flush (1 s in envoy/envoy.yaml).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stats = stack.prometheus();
+    while stats.get("jwt_guard_decision_latency_us_count{mode=\"shadow\"}") != Some(&5.0)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        stats = stack.prometheus();
+    }
+    let expected: Vec<(String, f64)> = vec![
+        (decisions("api", "enforce", "allow", "ok"), 4.0),
+        (decisions("api", "enforce", "deny", "expired"), 2.0),
+        (decisions("api", "enforce", "deny", "missing"), 1.0),
+        (decisions("api", "enforce", "deny", "bad_signature"), 1.0),
+        (decisions("reports", "shadow", "would_allow", "ok"), 2.0),
+        (
+            decisions("reports", "shadow", "would_deny", "insufficient_scope"),
+            2.0,
+        ),
+        (decisions("reports", "shadow", "would_deny", "expired"), 1.0),
+        (decisions("health", "enforce", "allow", "public"), 2.0),
+        (decisions("no_rule", "enforce", "deny", "no_rule"), 1.0),
+        ("jwt_guard_cors_preflights{}".to_owned(), 1.0),
+        (
+            "jwt_guard_claims_dropped{reason=\"control_character\"}".to_owned(),
+            1.0,
+        ),
+        (
+            "jwt_guard_jwks_fetch{provider=\"demo\",result=\"success\"}".to_owned(),
+            1.0,
+        ),
+        ("jwt_guard_jwks_keys{provider=\"demo\"}".to_owned(), 4.0),
+        ("jwt_guard_jwks_stale{provider=\"demo\"}".to_owned(), 0.0),
+        (
+            "jwt_guard_decision_latency_us_count{mode=\"enforce\"}".to_owned(),
+            11.0,
+        ),
+        (
+            "jwt_guard_decision_latency_us_count{mode=\"shadow\"}".to_owned(),
+            5.0,
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (series, want) in &expected {
+        match stats.get(series) {
+            Some(got) if got == want => {}
+            other => problems.push(format!("{series}: want {want}, got {other:?}")),
+        }
+    }
+    // Every other decision series exists (defined at start-up) and is zero.
+    let decision_series: Vec<&String> = stats
+        .keys()
+        .filter(|k| k.starts_with("jwt_guard_decisions{"))
+        .collect();
+    assert!(
+        decision_series.len() > 40,
+        "all combinations defined up front: {}",
+        decision_series.len()
+    );
+    for k in decision_series {
+        if !expected.iter().any(|(e, _)| e == k) && stats[k] != 0.0 {
+            problems.push(format!("unexpected {k} = {}", stats[k]));
+        }
+    }
+    assert!(stats
+        .keys()
+        .any(|k| k.starts_with("jwt_guard_jwks_age_seconds{provider=\"demo\"}")));
+    assert!(
+        stats
+            .keys()
+            .any(|k| k.starts_with("jwt_guard_decision_latency_us_bucket{mode=\"enforce\",le=")),
+        "the histogram has buckets"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // Audit records: one per decision (preflights are not decisions), stable fields, never a token.
+    // Envoy writes access logs in batches; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut records = stack.audit_records();
+    while records.len() < 16 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        records = stack.audit_records();
+    }
+    assert_eq!(records.len(), 16, "one record per decision");
+    let fields = [
+        "time",
+        "request_id",
+        "route",
+        "mode",
+        "decision",
+        "reason",
+        "provider",
+        "issuer",
+        "subject",
+        "tenant",
+        "token_hash",
+        "method",
+        "path",
+        "latency_us",
+    ];
+    for r in &records {
+        let obj = r.as_object().expect("object");
+        assert_eq!(obj.len(), fields.len(), "{r}");
+        for f in fields {
+            assert!(obj.contains_key(f), "{f} missing in {r}");
+        }
+        assert!(
+            r["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{r}"
+        );
+        assert!(
+            r["time"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+            "{r}"
+        );
+        assert!(r["latency_us"].is_u64());
+        assert!(
+            !r["path"].as_str().unwrap_or_default().contains('?'),
+            "no query string: {r}"
+        );
+    }
+    let count = |decision: &str, reason: &str| {
+        records
+            .iter()
+            .filter(|r| r["decision"] == decision && r["reason"] == reason)
+            .count()
+    };
+    assert_eq!(count("allow", "ok"), 4);
+    assert_eq!(count("deny", "expired"), 2);
+    assert_eq!(count("would_deny", "insufficient_scope"), 2);
+    assert_eq!(count("deny", "no_rule"), 1);
+    let allowed = records
+        .iter()
+        .find(|r| r["route"] == "reports" && r["decision"] == "would_allow")
+        .expect("record");
+    assert_eq!(allowed["subject"], "alice");
+    assert_eq!(allowed["tenant"], "acme");
+    assert_eq!(allowed["issuer"], tokens::ISSUER);
+    assert_eq!(allowed["provider"], "demo");
+    assert_eq!(allowed["mode"], "shadow");
+    let denied = records
+        .iter()
+        .find(|r| r["reason"] == "bad_signature")
+        .expect("record");
+    assert_eq!(
+        denied["subject"],
+        Value::Null,
+        "identity only from verified tokens"
+    );
+    assert_eq!(denied["method"], "POST");
+    assert_eq!(denied["path"], "/api/items");
+    let hash = denied["token_hash"].as_str().expect("hash");
+    assert!(hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    let logs = stack.envoy.logs();
+    for t in &sent {
+        assert!(
+            !logs.contains(t.as_str()),
+            "a token appears in Envoy's output"
+        );
+        let sig = t.rsplit('.').next().unwrap_or_default();
+        assert!(
+            !logs.contains(sig),
+            "a token signature appears in Envoy's output"
+        );
+    }
+}
+
+#[test]
+fn allow_records_are_sampled_and_denials_always_written() {
+    let stack = Stack::start(config(
+        json!({"allow_sample_rate": 0.0, "log": true, "filter_state": false}),
+    ));
+    let valid = es(json!({"scope": "reports:read"}));
+    for _ in 0..5 {
+        assert_eq!(stack.send("GET", "/api/x", Some(&valid), &[]), 200);
+    }
+    assert_eq!(stack.send("GET", "/api/x", None, &[]), 401);
+    assert_eq!(
+        stack.send("GET", "/reports/x", Some(&es(json!({}))), &[]),
+        200
+    );
+    assert!(stack
+        .envoy
+        .wait_for_log("\"reason\":\"insufficient_scope\"", Duration::from_secs(3)));
+    std::thread::sleep(Duration::from_millis(1500)); // access logs come in batches, had there been any
+    let records = stack.audit_records();
+    let decisions: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["decision"].as_str())
+        .collect();
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert!(decisions.contains(&"deny") && decisions.contains(&"would_deny"));
+    // With filter_state off, the access log only prints "-" (no record).
+    assert!(stack
+        .envoy
+        .logs()
+        .lines()
+        .all(|l| !l.starts_with("{\"decision\"")));
+}
