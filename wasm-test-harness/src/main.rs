@@ -17,6 +17,10 @@ usage:
       Defaults: --wasm $WASM or target/wasm32-wasip1/release/jwt_guard.wasm, --config envoy/plugin-config.json,
                 --template envoy/envoy.yaml, --port 10000, --admin-port 9901, --idp-port 10001, --concurrency 2.
       Env equivalents: WASM, CONFIG, TEMPLATE, PORT, ADMIN_PORT, CONCURRENCY. Envoy: ENVOY_BIN or .envoy/.
+  wasm-test-harness check --wasm PATH --config PATH [--scenarios PATH] [--template PATH]
+      Run the module with that plugin config in a real Envoy (ENVOY_CONTAINER=podman|docker for a container)
+      next to the mock IdP and echo upstream; play the scenarios (see examples/ci/scenarios.json); exit 1 if
+      Envoy refuses the config or any scenario fails.
   wasm-test-harness mint [--alg ES256] [--sub alice] [--aud demo-api] [--ttl 3600] [--iss URL] [--kid KID]
       Print a token signed with the fixture keys (RS256..RS512, PS256..PS512 with rsa-1, ES256 with ec-1, EdDSA with ed-1).
 ";
@@ -94,6 +98,7 @@ fn main() {
     let result = match argv.first().map(String::as_str) {
         Some("demo") => Args::parse(&argv[1..]).and_then(|a| demo(&a)),
         Some("mint") => Args::parse(&argv[1..]).and_then(|a| mint(&a)),
+        Some("check") => Args::parse(&argv[1..]).and_then(|a| check(&a)),
         Some("-h" | "--help" | "help") | None => Err(String::new()),
         Some(other) => Err(format!("unknown subcommand {other:?}")),
     };
@@ -237,5 +242,61 @@ fn mint(args: &Args) -> Result<(), String> {
         .get("kid", None)
         .or_else(|| tokens::default_kid(&alg).map(String::from));
     println!("{}", tokens::mint(&alg, kid.as_deref(), &claims));
+    Ok(())
+}
+
+fn check(args: &Args) -> Result<(), String> {
+    args.check_known(&["wasm", "config", "scenarios", "template"])?;
+    let wasm = args
+        .get("wasm", Some("WASM"))
+        .map(resolve)
+        .unwrap_or_else(envoy::wasm_path);
+    let config = resolve(
+        args.get("config", Some("CONFIG"))
+            .ok_or("--config is required")?,
+    );
+    let template = resolve(
+        args.get("template", Some("TEMPLATE"))
+            .unwrap_or_else(|| "envoy/envoy.yaml".into()),
+    );
+    let plugin_config = std::fs::read_to_string(&config)
+        .map_err(|e| format!("cannot read plugin config {}: {e}", config.display()))?;
+    let scenarios = match args.get("scenarios", Some("SCENARIOS")) {
+        Some(p) => {
+            let p = resolve(p);
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => json!({"scenarios": []}),
+    };
+    let opts = EnvoyOptions {
+        template,
+        wasm,
+        plugin_config,
+        ..EnvoyOptions::default()
+    };
+    let outcomes = match wasm_test_harness::check::run(opts, &scenarios) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("FAIL  Envoy did not accept the module and config:\n{e}");
+            std::process::exit(1);
+        }
+    };
+    println!("ok    Envoy accepted the module and config");
+    let mut failed = 0;
+    for o in &outcomes {
+        println!(
+            "{}  {}: {}",
+            if o.passed { "ok  " } else { "FAIL" },
+            o.name,
+            o.detail
+        );
+        failed += usize::from(!o.passed);
+    }
+    println!("{} scenarios, {failed} failed", outcomes.len());
+    if failed > 0 {
+        std::process::exit(1);
+    }
     Ok(())
 }

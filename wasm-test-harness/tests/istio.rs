@@ -1,0 +1,772 @@
+//! The Istio manifests in `examples/istio/` are checked the way the Kubernetes API server and the filter
+//! would check them, without a cluster:
+//!
+//! - Every YAML document's `spec` is validated against the `openAPIV3Schema` of its CRD version (from
+//!   `testdata/istio/crds.yaml`, Istio's own CRDs) with a JSON-schema validator. The schema is first
+//!   turned into plain JSON schema the way Kubernetes reads it: `x-kubernetes-int-or-string` is an
+//!   integer or a string, `nullable` admits null, and a field not declared in `properties` is an error
+//!   unless `x-kubernetes-preserve-unknown-fields` keeps it (Kubernetes would prune it, and
+//!   `kubectl apply` with strict field validation, the default, refuses it).
+//! - The CEL rules (`x-kubernetes-validations`) that apply to the examples are emulated by hand, and a
+//!   rule without an emulation fails the test rather than being skipped.
+//! - A document whose kind has no CRD in the file must be listed in `NOT_SCHEMA_CHECKED`.
+//! - The WasmPlugin's `pluginConfig` must be a valid jwt-guard config (after the protobuf `Struct`
+//!   round trip Istio puts it through), and its JWKS cluster must be the one the ServiceEntry and
+//!   DestinationRule create, with TLS origination.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Documents whose kind has no CRD in `testdata/istio/crds.yaml`: (apiVersion group, kind, why).
+const NOT_SCHEMA_CHECKED: &[(&str, &str, &str)] = &[(
+    "networking.istio.io",
+    "DestinationRule",
+    "not schema-checked: DestinationRule (its CRD is not in testdata/istio/crds.yaml); \
+     its TLS settings are checked by hand in jwks_cluster_is_the_service_entry_with_tls_origination",
+)];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("harness crate is inside the repository")
+        .to_path_buf()
+}
+
+fn yaml_documents(text: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        let doc = serde_yaml::Value::deserialize(de).expect("valid YAML");
+        if doc.is_null() {
+            continue; // an empty document (e.g. a trailing `---`)
+        }
+        out.push(serde_json::to_value(doc).expect("YAML that maps to JSON (string keys)"));
+    }
+    out
+}
+
+/// (file name, document index, document) for every document in `examples/istio/*.yaml`.
+fn example_documents() -> Vec<(String, usize, Value)> {
+    let dir = repo_root().join("examples/istio");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/istio exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no YAML files in {}", dir.display());
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("readable");
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        for (i, doc) in yaml_documents(&text).into_iter().enumerate() {
+            out.push((name.clone(), i, doc));
+        }
+    }
+    out
+}
+
+fn example_text(file: &str) -> String {
+    std::fs::read_to_string(repo_root().join("examples/istio").join(file)).expect("readable")
+}
+
+struct CrdVersion {
+    served: bool,
+    namespaced: bool,
+    schema: Value,
+}
+
+/// (group, version, kind) -> the version's schema, from `testdata/istio/crds.yaml`.
+fn crds() -> BTreeMap<(String, String, String), CrdVersion> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/istio/crds.yaml");
+    let text = std::fs::read_to_string(path).expect("testdata/istio/crds.yaml");
+    let mut out = BTreeMap::new();
+    for crd in yaml_documents(&text) {
+        assert_eq!(crd["kind"], "CustomResourceDefinition");
+        let spec = &crd["spec"];
+        let group = spec["group"].as_str().expect("group").to_owned();
+        let kind = spec["names"]["kind"].as_str().expect("kind").to_owned();
+        for v in spec["versions"].as_array().expect("versions") {
+            let version = v["name"].as_str().expect("version name").to_owned();
+            out.insert(
+                (group.clone(), version, kind.clone()),
+                CrdVersion {
+                    served: v["served"] == true,
+                    namespaced: spec["scope"] == "Namespaced",
+                    schema: v["schema"]["openAPIV3Schema"].clone(),
+                },
+            );
+        }
+    }
+    out
+}
+
+fn gvk(doc: &Value) -> (String, String, String) {
+    let api = doc["apiVersion"].as_str().expect("apiVersion");
+    let (group, version) = api.split_once('/').unwrap_or(("", api));
+    let kind = doc["kind"].as_str().expect("kind");
+    (group.to_owned(), version.to_owned(), kind.to_owned())
+}
+
+// ---------- CRD schema -> JSON schema ----------
+
+/// Turns a Kubernetes structural schema into a draft-4 JSON schema with Kubernetes' meaning:
+/// - `x-kubernetes-int-or-string: true`: an integer or a string;
+/// - `nullable: true`: null is also accepted;
+/// - an object's fields not in `properties` are errors (Kubernetes prunes them; strict field validation
+///   refuses them), unless `x-kubernetes-preserve-unknown-fields: true` or `additionalProperties` says
+///   otherwise. An object with neither `properties` nor `additionalProperties` nor
+///   preserve-unknown-fields admits no fields at all, as in Kubernetes (none occurs in these CRDs).
+/// - `x-kubernetes-validations` (CEL), descriptions, formats and the list-type hints are dropped here;
+///   the CEL rules are emulated by `check_cel`.
+fn to_json_schema(node: &Value) -> Value {
+    match node {
+        Value::Object(m) => {
+            if m.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+                return json!({ "anyOf": [{ "type": "integer" }, { "type": "string" }] });
+            }
+            let mut out = Map::new();
+            for (k, v) in m {
+                match k.as_str() {
+                    "description" | "format" | "nullable" => {}
+                    k if k.starts_with("x-kubernetes-") => {}
+                    "properties" => {
+                        let props: Map<String, Value> = v
+                            .as_object()
+                            .expect("properties is an object")
+                            .iter()
+                            .map(|(name, s)| (name.clone(), to_json_schema(s)))
+                            .collect();
+                        out.insert(k.clone(), Value::Object(props));
+                    }
+                    "enum" | "required" => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                    _ => {
+                        out.insert(k.clone(), to_json_schema(v));
+                    }
+                }
+            }
+            let preserve =
+                m.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+            if m.get("type") == Some(&json!("object"))
+                && !preserve
+                && !m.contains_key("additionalProperties")
+            {
+                out.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            if m.get("nullable") == Some(&Value::Bool(true)) {
+                if let Some(Value::String(t)) = m.get("type") {
+                    out.insert("type".into(), json!([t, "null"]));
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(to_json_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+fn spec_schema(crd: &CrdVersion) -> Value {
+    let spec = &crd.schema["properties"]["spec"];
+    assert!(spec.is_object(), "CRD has no spec schema");
+    to_json_schema(spec)
+}
+
+/// Schema errors of `spec` ("path: message"), empty when valid.
+fn schema_errors(schema: &Value, spec: &Value) -> Vec<String> {
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(schema)
+        .expect("the converted CRD schema is a valid JSON schema");
+    validator
+        .iter_errors(spec)
+        .map(|e| format!("spec{}: {e}", e.instance_path()))
+        .collect()
+}
+
+// ---------- CEL rules (x-kubernetes-validations), emulated ----------
+
+fn has(v: &Value, key: &str) -> bool {
+    v.get(key).is_some()
+}
+
+/// The CEL rules of these CRDs that the examples reach, by message, as Rust predicates on `self`.
+fn cel_emulation(message: &str) -> Option<fn(&Value) -> bool> {
+    let f: fn(&Value) -> bool = match message {
+        // WasmPlugin
+        "only one of targetRefs or selector can be set" => |s| {
+            ["selector", "targetRef", "targetRefs"]
+                .iter()
+                .filter(|k| has(s, k))
+                .count()
+                <= 1
+        },
+        "url must have schema one of [http, https, file, oci]" => |s| {
+            let url = s.as_str().unwrap_or_default();
+            match url.split_once("://") {
+                Some((scheme, _)) => ["http", "https", "oci", "file"].contains(&scheme),
+                None => true, // no scheme: Istio treats it as an OCI reference
+            }
+        },
+        "wildcard not allowed in label value match" | "wildcard is not supported in selector" => {
+            |s| !s.as_str().unwrap_or_default().contains('*')
+        }
+        "wildcard not allowed in label key match" => |s| {
+            s.as_object()
+                .is_some_and(|m| m.keys().all(|k| !k.contains('*')))
+        },
+        "key must not be empty" => |s| {
+            s.as_object()
+                .is_some_and(|m| m.keys().all(|k| !k.is_empty()))
+        },
+        // ServiceEntry
+        "hostname cannot be wildcard" => |s| s != "*",
+        "port must be between 1-65535" => |s| s.as_u64().is_some_and(|p| (1..=65_535).contains(&p)),
+        "port number cannot be duplicated" => |s| {
+            let numbers: Vec<&Value> = s
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| &p["number"])
+                .collect();
+            numbers
+                .iter()
+                .all(|n| numbers.iter().filter(|m| m == &n).count() == 1)
+        },
+        "only one of WorkloadSelector or Endpoints can be set" => {
+            |s| !(has(s, "workloadSelector") && has(s, "endpoints"))
+        }
+        "CIDR addresses are allowed only for NONE/STATIC resolution types" => |s| {
+            let cidr = s["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a.as_str().unwrap_or_default().contains('/'));
+            let resolution = s["resolution"].as_str().unwrap_or("NONE");
+            !cidr || ["STATIC", "NONE"].contains(&resolution)
+        },
+        "NONE mode cannot set endpoints" => {
+            |s| s["resolution"].as_str().unwrap_or("NONE") != "NONE" || !has(s, "endpoints")
+        }
+        "DNS_ROUND_ROBIN mode cannot have multiple endpoints" => |s| {
+            s["resolution"] != "DNS_ROUND_ROBIN"
+                || s["endpoints"].as_array().map_or(0, Vec::len) <= 1
+        },
+        _ => return None,
+    };
+    Some(f)
+}
+
+/// Walks `value` along `schema` (the original CRD schema) and evaluates every CEL rule on a node the
+/// document has. A rule without an emulation is an error too: nothing is skipped silently.
+fn check_cel(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let message = rule["message"].as_str().unwrap_or_default();
+        match cel_emulation(message) {
+            Some(holds) if holds(value) => {}
+            Some(_) => errors.push(format!("{path}: {message}")),
+            None => errors.push(format!(
+                "{path}: CEL rule {:?} ({message}) has no emulation in tests/istio.rs",
+                rule["rule"]
+            )),
+        }
+    }
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let sub = schema["properties"]
+                    .get(k)
+                    .or_else(|| schema.get("additionalProperties"));
+                if let Some(sub) = sub {
+                    check_cel(sub, v, &format!("{path}.{k}"), errors);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                check_cel(&schema["items"], v, &format!("{path}[{i}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Everything the API server would refuse in this `spec` (schema and CEL), empty when accepted.
+fn validate_spec(crd: &CrdVersion, spec: &Value) -> Vec<String> {
+    let mut errors = schema_errors(&spec_schema(crd), spec);
+    check_cel(&crd.schema["properties"]["spec"], spec, "spec", &mut errors);
+    errors
+}
+
+// ---------- YAML 1.1 booleans ----------
+
+/// Kubernetes reads manifests as YAML 1.1, where unquoted y/n/yes/no/on/off (any case) are booleans,
+/// while serde_yaml (YAML 1.2) reads them as strings. An unquoted `mode: off` in pluginConfig would
+/// reach the filter as `false`. Returns the offending lines.
+fn yaml11_boolean_lines(text: &str) -> Vec<String> {
+    const WORDS: &[&str] = &["y", "n", "yes", "no", "on", "off"];
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split(" #").next().unwrap_or_default();
+        if code.trim_start().starts_with('#') {
+            continue;
+        }
+        let value = match code.trim_start().strip_prefix("- ") {
+            Some(item) if !item.contains(": ") => item,
+            Some(item) => item.rsplit_once(": ").map_or("", |(_, v)| v),
+            None => code.rsplit_once(": ").map_or("", |(_, v)| v),
+        };
+        let value = value.trim();
+        if WORDS.iter().any(|w| w.eq_ignore_ascii_case(value)) {
+            out.push(format!("line {}: {}", i + 1, line.trim()));
+        }
+    }
+    out
+}
+
+// ---------- pluginConfig as Istio hands it over ----------
+
+/// Istio carries `pluginConfig` as a protobuf `Struct` and gives the filter its JSON: every number is a
+/// double, printed without a fraction when it has none. Emulates that round trip.
+fn through_protobuf_struct(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => {
+            let f = n.as_f64().expect("a number");
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                Value::from(f as i64)
+            } else {
+                Value::from(f)
+            }
+        }
+        Value::Array(a) => Value::Array(a.iter().map(through_protobuf_struct).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), through_protobuf_struct(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn parse_plugin_config(
+    plugin_config: &Value,
+) -> Result<jwt_guard::config::Config, jwt_guard::config::ConfigError> {
+    let json = through_protobuf_struct(plugin_config);
+    jwt_guard::config::Config::parse(&serde_json::to_vec(&json).expect("serializable"))
+}
+
+fn find_doc(kind: &str) -> Value {
+    let docs: Vec<Value> = example_documents()
+        .into_iter()
+        .map(|(_, _, d)| d)
+        .filter(|d| d["kind"] == kind)
+        .collect();
+    assert_eq!(
+        docs.len(),
+        1,
+        "expected exactly one {kind} in examples/istio"
+    );
+    docs.into_iter().next().unwrap()
+}
+
+fn wasm_plugin_crd() -> CrdVersion {
+    crds()
+        .remove(&(
+            "extensions.istio.io".into(),
+            "v1alpha1".into(),
+            "WasmPlugin".into(),
+        ))
+        .expect("WasmPlugin CRD")
+}
+
+fn service_entry_crd() -> CrdVersion {
+    crds()
+        .remove(&(
+            "networking.istio.io".into(),
+            "v1".into(),
+            "ServiceEntry".into(),
+        ))
+        .expect("ServiceEntry CRD")
+}
+
+// ---------- the tests ----------
+
+#[test]
+fn every_example_document_is_accepted_by_its_crd_or_listed_as_unchecked() {
+    let crds = crds();
+    let docs = example_documents();
+    let mut checked = Vec::new();
+    let mut unchecked = Vec::new();
+    let mut failures = Vec::new();
+    for (file, index, doc) in &docs {
+        let at = format!("{file} document {index}");
+        let key = gvk(doc);
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(!name.is_empty(), "{at}: metadata.name is required");
+        match crds.get(&key) {
+            Some(crd) => {
+                assert!(crd.served, "{at}: {}/{} is not served", key.0, key.1);
+                if crd.namespaced {
+                    assert!(
+                        doc["metadata"]["namespace"].is_string(),
+                        "{at}: {} is namespaced: set metadata.namespace",
+                        key.2
+                    );
+                }
+                let top: Vec<&String> = doc.as_object().unwrap().keys().collect();
+                for k in &top {
+                    assert!(
+                        ["apiVersion", "kind", "metadata", "spec"].contains(&k.as_str()),
+                        "{at}: unexpected top-level field {k}"
+                    );
+                }
+                let errors = validate_spec(crd, &doc["spec"]);
+                if !errors.is_empty() {
+                    failures.push(format!("{at} ({}): {errors:#?}", key.2));
+                }
+                checked.push(format!("{file}: {}/{} {} {name}", key.0, key.1, key.2));
+            }
+            None => {
+                let listed = NOT_SCHEMA_CHECKED
+                    .iter()
+                    .find(|(g, k, _)| *g == key.0 && *k == key.2);
+                match listed {
+                    Some((_, _, why)) => unchecked.push(format!("{file}: {name}: {why}")),
+                    None => failures.push(format!(
+                        "{at}: no CRD for {}/{} {} in testdata/istio/crds.yaml and not listed in \
+                         NOT_SCHEMA_CHECKED",
+                        key.0, key.1, key.2
+                    )),
+                }
+            }
+        }
+    }
+    println!("schema-checked:\n  {}", checked.join("\n  "));
+    println!("{}", unchecked.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The examples the deliverable promises, and no stale NOT_SCHEMA_CHECKED entry.
+    for kind in ["WasmPlugin", "ServiceEntry"] {
+        assert!(
+            checked.iter().any(|c| c.contains(&format!(" {kind} "))),
+            "no {kind} was schema-checked"
+        );
+    }
+    for (_, kind, _) in NOT_SCHEMA_CHECKED {
+        assert!(
+            docs.iter().any(|(_, _, d)| d["kind"] == *kind),
+            "NOT_SCHEMA_CHECKED lists {kind}, which no example has"
+        );
+    }
+}
+
+#[test]
+fn examples_have_no_yaml11_booleans() {
+    for file in ["wasmplugin.yaml", "serviceentry.yaml"] {
+        let lines = yaml11_boolean_lines(&example_text(file));
+        assert!(
+            lines.is_empty(),
+            "{file}: Kubernetes (YAML 1.1) reads these as booleans, quote them: {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn plugin_config_is_a_valid_jwt_guard_config() {
+    let plugin = find_doc("WasmPlugin");
+    let plugin_config = &plugin["spec"]["pluginConfig"];
+    assert!(plugin_config.is_object(), "pluginConfig must be an object");
+    let config = parse_plugin_config(plugin_config).unwrap_or_else(|e| panic!("{e}"));
+    use jwt_guard::config::Mode;
+    let modes: Vec<(String, Mode)> = config
+        .rules
+        .iter()
+        .map(|r| (r.name.clone(), r.mode))
+        .collect();
+    assert!(
+        modes.iter().any(|(_, m)| *m == Mode::Shadow),
+        "want a shadow rule: {modes:?}"
+    );
+    assert!(
+        modes.iter().any(|(_, m)| *m == Mode::Enforce),
+        "want an enforce rule: {modes:?}"
+    );
+    let public = config
+        .rules
+        .iter()
+        .find(|r| r.name == "health")
+        .expect("a health rule");
+    assert!(public.requires.is_none(), "/healthz must be public");
+    // A module that cannot load or take this config must stop traffic, and the filter runs before
+    // Istio's own authn/authz filters.
+    assert_eq!(plugin["spec"]["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(plugin["spec"]["phase"], "AUTHN");
+}
+
+#[test]
+fn jwks_cluster_is_the_service_entry_with_tls_origination() {
+    let plugin = find_doc("WasmPlugin");
+    let se = find_doc("ServiceEntry");
+    let dr = find_doc("DestinationRule");
+    let config = parse_plugin_config(&plugin["spec"]["pluginConfig"]).expect("valid config");
+    let se_hosts: Vec<&str> = se["spec"]["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut remote = 0;
+    for provider in &config.providers {
+        let jwt_guard::config::JwksSource::Remote(r) = &provider.jwks else {
+            continue;
+        };
+        remote += 1;
+        let parts: Vec<&str> = r.cluster.split('|').collect();
+        assert_eq!(
+            parts.len(),
+            4,
+            "{}: cluster {:?} is not an Istio outbound|<port>|<subset>|<host> name",
+            provider.name,
+            r.cluster
+        );
+        let (direction, port, subset, host) = (parts[0], parts[1], parts[2], parts[3]);
+        assert_eq!(direction, "outbound");
+        assert_eq!(port, "443", "{}: the IdP's TLS port", provider.name);
+        assert_eq!(subset, "", "{}: no subset expected", provider.name);
+        assert!(
+            se_hosts.contains(&host),
+            "{}: cluster host {host} is not a ServiceEntry host {se_hosts:?}",
+            provider.name
+        );
+        assert_eq!(
+            r.authority, host,
+            "{}: the JWKS URI's host should be the cluster's host (it becomes :authority and SNI)",
+            provider.name
+        );
+        assert!(r.https, "{}: the JWKS URI should be https", provider.name);
+        let se_port = se["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["number"] == 443)
+            .unwrap_or_else(|| panic!("ServiceEntry has no port 443"));
+        assert!(se_port["protocol"].is_string());
+        // TLS origination: the filter's fetch is plain HTTP handed to the cluster.
+        assert_eq!(dr["spec"]["host"], host);
+        let level = dr["spec"]["trafficPolicy"]["portLevelSettings"]
+            .as_array()
+            .expect("portLevelSettings")
+            .iter()
+            .find(|s| s["port"]["number"] == 443)
+            .expect("DestinationRule settings for port 443");
+        assert_eq!(level["tls"]["mode"], "SIMPLE");
+        assert_eq!(level["tls"]["sni"], host);
+    }
+    assert!(
+        remote > 0,
+        "the example should fetch its JWKS through Istio"
+    );
+    // Visible to the gateway: same namespace as the WasmPlugin (exportTo "." keeps it there).
+    let ns = &plugin["metadata"]["namespace"];
+    assert_eq!(&se["metadata"]["namespace"], ns);
+    assert_eq!(&dr["metadata"]["namespace"], ns);
+    assert_eq!(se["spec"]["location"], "MESH_EXTERNAL");
+    assert_eq!(se["spec"]["resolution"], "DNS");
+}
+
+// ---------- negative tests: the checks above do catch real mistakes ----------
+
+fn mutated_plugin(edit: impl FnOnce(&mut Value)) -> Vec<String> {
+    let mut plugin = find_doc("WasmPlugin");
+    edit(&mut plugin["spec"]);
+    validate_spec(&wasm_plugin_crd(), &plugin["spec"])
+}
+
+fn mutated_service_entry(edit: impl FnOnce(&mut Value)) -> Vec<String> {
+    let mut se = find_doc("ServiceEntry");
+    edit(&mut se["spec"]);
+    validate_spec(&service_entry_crd(), &se["spec"])
+}
+
+fn assert_refused(errors: &[String], needle: &str) {
+    assert!(
+        errors.iter().any(|e| e.contains(needle)),
+        "expected an error mentioning {needle:?}, got {errors:#?}"
+    );
+}
+
+#[test]
+fn schema_refuses_bad_enum_values() {
+    assert_refused(
+        &mutated_plugin(|s| s["phase"] = json!("AUTHZN")),
+        "spec/phase",
+    );
+    assert_refused(
+        &mutated_plugin(|s| s["failStrategy"] = json!("FAIL_OPEN_X")),
+        "spec/failStrategy",
+    );
+    assert_refused(
+        &mutated_plugin(|s| s["match"][0]["mode"] = json!("INBOUND")),
+        "spec/match/0/mode",
+    );
+    assert_refused(
+        &mutated_service_entry(|s| s["resolution"] = json!("DNS_RR")),
+        "spec/resolution",
+    );
+}
+
+#[test]
+fn misspelled_fields_are_refused_although_the_crds_do_not_forbid_them() {
+    // The CRDs never say `additionalProperties: false`: Kubernetes prunes (and kubectl's strict field
+    // validation refuses) unknown fields. Plain JSON-schema validation of the raw CRD schema would let
+    // a typo through; the structural-pruning emulation catches it.
+    let typo = |s: &mut Value| {
+        let v = s.as_object_mut().unwrap().remove("failStrategy").unwrap();
+        s["failStrategey"] = v;
+    };
+    let mut plugin = find_doc("WasmPlugin");
+    typo(&mut plugin["spec"]);
+    let raw_crd_schema = wasm_plugin_crd().schema["properties"]["spec"].clone();
+    let mut raw_only = raw_crd_schema.clone();
+    strip_k8s_extensions(&mut raw_only);
+    assert!(
+        schema_errors(&raw_only, &plugin["spec"]).is_empty(),
+        "the raw CRD schema alone already refuses unknown fields: the emulation is not needed"
+    );
+    assert_refused(&mutated_plugin(typo), "failStrategey");
+    assert_refused(
+        &mutated_plugin(|s| s["selector"]["matchLabel"] = json!({ "istio": "ingressgateway" })),
+        "matchLabel",
+    );
+    assert_refused(
+        &mutated_plugin(|s| s["match"][0]["port"] = json!([{ "number": 8080 }])),
+        "port",
+    );
+    assert_refused(
+        &mutated_service_entry(|s| s["ports"][0]["protocl"] = json!("HTTPS")),
+        "protocl",
+    );
+    // pluginConfig is x-kubernetes-preserve-unknown-fields: anything goes for the CRD...
+    let errors =
+        mutated_plugin(|s| s["pluginConfig"]["providers"]["corp"]["audiance"] = json!(["x"]));
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// Only the `x-kubernetes-*` keys removed (and nullable/int-or-string made JSON schema), without the
+/// pruning emulation: what a naive validator would check.
+fn strip_k8s_extensions(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.remove("x-kubernetes-int-or-string").is_some() {
+                m.remove("type");
+            }
+            m.retain(|k, _| !k.starts_with("x-kubernetes-") && k != "nullable" && k != "format");
+            for (_, x) in m.iter_mut() {
+                strip_k8s_extensions(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_k8s_extensions),
+        _ => {}
+    }
+}
+
+#[test]
+fn plugin_config_mistakes_are_caught_by_jwt_guard_not_by_the_crd() {
+    let plugin = find_doc("WasmPlugin");
+    // ...so the filter's own strict parser is the check that catches a typo in it.
+    let mut config = plugin["spec"]["pluginConfig"].clone();
+    config["providers"]["corp"]["audiance"] = json!(["api://portal"]);
+    let e = parse_plugin_config(&config).unwrap_err();
+    assert!(e.to_string().contains("audiance"), "{e}");
+    // An unquoted `mode: off` arrives as a boolean (YAML 1.1): refused, and with FAIL_CLOSE the
+    // gateway would reject traffic. The lint below finds it in the manifest first.
+    let mut config = plugin["spec"]["pluginConfig"].clone();
+    config["rules"][0]["mode"] = json!(false);
+    let e = parse_plugin_config(&config).unwrap_err();
+    assert!(e.to_string().contains("rules[0].mode"), "{e}");
+    let text = example_text("wasmplugin.yaml").replacen("mode: shadow", "mode: off", 1);
+    assert_eq!(
+        yaml11_boolean_lines(&text).len(),
+        1,
+        "the lint must flag `mode: off`"
+    );
+    let quoted = example_text("wasmplugin.yaml").replacen("mode: shadow", "mode: \"off\"", 1);
+    assert!(yaml11_boolean_lines(&quoted).is_empty());
+    // A cluster that is not Istio's outbound|443||host form fails the cross-check's first assertion.
+    let mut config = plugin["spec"]["pluginConfig"].clone();
+    config["providers"]["corp"]["remote_jwks"]["http_uri"]["cluster"] = json!("idp");
+    let parsed = parse_plugin_config(&config).expect("still a valid jwt-guard config");
+    let jwt_guard::config::JwksSource::Remote(r) = &parsed.providers[0].jwks else {
+        panic!("remote expected")
+    };
+    assert_ne!(r.cluster.split('|').count(), 4);
+}
+
+#[test]
+fn cel_rules_are_emulated_and_enforced() {
+    // ServiceEntry's port number schema allows up to 4294967295; only a CEL rule says 1-65535.
+    let errors = mutated_service_entry(|s| s["ports"][0]["number"] = json!(70000));
+    assert_refused(&errors, "port must be between 1-65535");
+    assert_refused(
+        &mutated_service_entry(|s| s["hosts"] = json!(["*"])),
+        "hostname cannot be wildcard",
+    );
+    assert_refused(
+        &mutated_plugin(|s| s["url"] = json!("ftp://registry.example.com/jwt-guard.wasm")),
+        "url must have schema",
+    );
+    assert_refused(
+        &mutated_plugin(|s| s["targetRefs"] = json!([{ "kind": "Gateway", "name": "gw" }])),
+        "only one of targetRefs or selector",
+    );
+    // Schema constraints beyond enums.
+    assert_refused(
+        &mutated_plugin(|s| s["sha256"] = json!("not-a-digest")),
+        "spec/sha256",
+    );
+    assert_refused(
+        &mutated_plugin(|s| s["match"][0]["ports"][0]["number"] = json!(0)),
+        "spec/match/0/ports/0/number",
+    );
+    assert_refused(
+        &mutated_service_entry(|s| {
+            s.as_object_mut().unwrap().remove("hosts");
+        }),
+        "hosts",
+    );
+    // A CEL rule with no emulation is reported, not skipped.
+    let crd = CrdVersion {
+        served: true,
+        namespaced: true,
+        schema: json!({ "properties": { "spec": {
+            "type": "object",
+            "x-kubernetes-validations": [{ "rule": "self.x == 1", "message": "x must be 1" }]
+        }}}),
+    };
+    assert_refused(&validate_spec(&crd, &json!({})), "has no emulation");
+}
+
+#[test]
+fn k8s_extensions_are_read_as_kubernetes_does() {
+    let schema = to_json_schema(&json!({
+        "type": "object",
+        "properties": {
+            "n": { "anyOf": [{ "type": "integer" }, { "type": "string" }], "x-kubernetes-int-or-string": true },
+            "p": { "type": "integer", "nullable": true },
+            "free": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
+            "labels": { "type": "object", "additionalProperties": { "type": "string" } }
+        }
+    }));
+    let ok = json!({ "n": "50%", "p": null, "free": { "any": { "thing": [1] } }, "labels": { "a": "b" } });
+    assert!(schema_errors(&schema, &ok).is_empty());
+    assert!(schema_errors(&schema, &json!({ "n": 3 })).is_empty());
+    assert!(!schema_errors(&schema, &json!({ "n": true })).is_empty());
+    assert!(!schema_errors(&schema, &json!({ "labels": { "a": 1 } })).is_empty());
+    assert!(!schema_errors(&schema, &json!({ "free": "text" })).is_empty());
+    assert!(!schema_errors(&schema, &json!({ "unknown": 1 })).is_empty());
+}
