@@ -570,6 +570,26 @@ fn every_envoy_config_in_the_repo_validates() {
                 continue;
             }
             let text = std::fs::read_to_string(&entry).expect("read");
+            if text.contains("path_config_source") && !text.contains("{{") {
+                // A file-LDS bootstrap: `--mode validate` does not read the listener file, so validate
+                // the pair as one static bootstrap (the listener file sits next to it).
+                let listener = entry.with_file_name("listener.yaml");
+                let lds = std::fs::read_to_string(&listener)
+                    .expect("listener.yaml next to the LDS bootstrap");
+                let wasm = envoy::wasm_path().display().to_string();
+                let combined = envoy::lds_as_static_bootstrap(&text, &lds)
+                    .unwrap_or_else(|e| panic!("{}: {e}", entry.display()))
+                    .replace("/etc/envoy/jwt_guard.wasm", &wasm);
+                let dir = std::env::temp_dir()
+                    .join(format!("jwt-guard-validate-lds-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let path = dir.join("envoy-lds-static.yaml");
+                std::fs::write(&path, combined).expect("write");
+                envoy::validate(&path)
+                    .unwrap_or_else(|e| panic!("{} + listener.yaml: {e}", entry.display()));
+                checked += 1;
+                continue;
+            }
             if !text.contains("static_resources") && !text.contains("admin:") {
                 continue; // not an Envoy bootstrap (e.g. Kubernetes manifests)
             }
