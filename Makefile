@@ -16,7 +16,7 @@ OCI_IMAGE     ?= localhost/jwt-guard:$(shell sed -n 's/^version = "\(.*\)"/\1/p'
 export ENVOY_BIN
 export WASM
 
-.PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean
+.PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean bench
 
 all: build
 
@@ -63,6 +63,14 @@ check: envoy
 	$(CARGO) run --quiet --locked -p wasm-test-harness -- check --wasm $(WASM) --config $(CONFIG) $(if $(SCENARIOS),--scenarios $(SCENARIOS))
 
 test: unit e2e
+
+# Throughput/latency: none / wasm-floor / native jwt_authn (+cache) / jwt-guard (enforce, shadow), real Envoys
+# (--concurrency 1) driven by wrk on loopback, interleaved rounds. make bench [ROUNDS=3] [DURATION=5] [ARGS=...]
+# Tables on stdout, every cell in target/bench/bench.json; fails if the configurations disagree on valid tokens.
+bench: build envoy
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(CARGO) build --release --locked --target wasm32-wasip1 -p wasm-floor
+	$(CARGO) run --release --quiet --locked -p wasm-test-harness -- bench $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(DURATION),--duration $(DURATION)) $(ARGS)
 
 lint: target
 	$(CARGO) fmt --all -- --check

@@ -1,7 +1,8 @@
 //! The decision pipeline for one request, in Envoy's order: parse → issuer → algorithm allow-list →
 //! time (with skew) → audience → key lookup → signature. Cheap checks run before the signature so a
 //! flood of stale or foreign tokens costs no public-key operation. Every presented token must be
-//! valid; the first one gives the identity. Then the rule's authorisation: scopes (all-of and any-of,
+//! valid; the first one gives the identity. A token seen before (same SHA-256) skips parsing and the
+//! signature through the verified-token cache; everything else is checked again. Then the rule's authorisation: scopes (all-of and any-of,
 //! from `scope` or `scp`) and required claim values, checked on the verified identity.
 
 use crate::config::{ClaimRequirement, Config, Provider, Requirement};
@@ -9,7 +10,10 @@ use crate::crypto;
 use crate::error::Denial;
 use crate::jwks::{KeyLookup, KeySet};
 use crate::token::UntrustedToken;
+use crate::tokencache::{CachedToken, TokenHash, MAX_TTL_WITHOUT_EXP_SECS};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::rc::Rc;
 
 /// What the key cache can say about a provider's keys right now.
 pub enum KeyState<'a> {
@@ -23,6 +27,21 @@ pub enum KeyState<'a> {
 pub trait Keys {
     fn keys(&self, provider: usize) -> KeyState<'_>;
 
+    /// Generation of the provider's key set (changes when a new set is published).
+    fn generation(&self, _provider: usize) -> u64 {
+        0
+    }
+
+    /// The verified-token cache (see `tokencache`); the defaults cache nothing.
+    fn cache_get(&self, _hash: &TokenHash, _now_secs: u64) -> Option<CachedToken> {
+        None
+    }
+    fn cache_put(&self, _hash: TokenHash, _entry: CachedToken) {}
+    fn cache_drop(&self, _hash: &TokenHash) {}
+    /// The entry's key is still in generation `gen`; `until_secs` caps the entry when that key is
+    /// a withdrawn one living out its rotation grace.
+    fn cache_key_seen(&self, _hash: &TokenHash, _gen: u64, _until_secs: Option<u64>) {}
+
     /// A token names a `kid` the provider's set lacks: true to wait for a (rate-limited) refetch,
     /// false to deny now. Providers with a fixed key set never refetch.
     fn unknown_kid(&self, _provider: usize) -> bool {
@@ -33,7 +52,7 @@ pub trait Keys {
 #[derive(Debug)]
 pub struct Verified {
     pub provider: usize,
-    pub claims: Map<String, Value>,
+    pub claims: Rc<Map<String, Value>>,
 }
 
 #[derive(Debug)]
@@ -85,6 +104,10 @@ fn check_token(
     keys: &dyn Keys,
     now: u64,
 ) -> Outcome {
+    let hash: TokenHash = Sha256::digest(token).into();
+    if let Some(outcome) = check_cached(config, requirement, token.len(), &hash, keys, now) {
+        return outcome;
+    }
     let providers = || {
         requirement
             .providers
@@ -110,12 +133,42 @@ fn check_token(
             .audiences
             .as_ref()
             .unwrap_or(&provider.audiences);
-        match check_with_provider(index, provider, audiences, &parsed, token.len(), keys, now) {
-            Ok(()) => {
+        let checked = claim_checks(
+            provider,
+            audiences,
+            parsed.alg,
+            &parsed.claims,
+            token.len(),
+            now,
+        )
+        .map_err(Outcome::Deny)
+        .and_then(|()| verify_signature(index, &parsed, keys, now));
+        match checked {
+            Ok((key_raw, key_until_ms)) => {
+                let claims = Rc::new(parsed.claims);
+                let expires_at = match numeric_date(&claims, "exp") {
+                    Ok(Some(exp)) if exp > 0.0 => exp as u64,
+                    _ => now + MAX_TTL_WITHOUT_EXP_SECS,
+                };
+                keys.cache_put(
+                    hash,
+                    CachedToken {
+                        provider: index,
+                        alg: parsed.alg,
+                        kid: parsed.kid,
+                        claims: claims.clone(),
+                        key_raw,
+                        key_gen: keys.generation(index),
+                        // Never past the token's exp, nor past a retired key's grace deadline.
+                        expires_at: expires_at
+                            .min(now + 86_400)
+                            .min(key_until_ms.map_or(u64::MAX, |ms| ms / 1000)),
+                    },
+                );
                 return Outcome::Allow(Some(Verified {
                     provider: index,
-                    claims: parsed.claims,
-                }))
+                    claims,
+                }));
             }
             Err(Outcome::Wait(p)) => return Outcome::Wait(p),
             Err(Outcome::Deny(d)) => {
@@ -125,6 +178,52 @@ fn check_token(
         }
     }
     Outcome::Deny(first_denial.unwrap_or(Denial::WrongIssuer))
+}
+
+/// The cached path: no parse, no signature; every check that depends on time or the route runs again,
+/// and the verifying key must still be in the key set. `None` means "take the full path".
+fn check_cached(
+    config: &Config,
+    requirement: &Requirement,
+    token_len: usize,
+    hash: &TokenHash,
+    keys: &dyn Keys,
+    now: u64,
+) -> Option<Outcome> {
+    let hit = keys.cache_get(hash, now)?;
+    let provider = config.providers.get(hit.provider)?;
+    if !requirement.providers.contains(&hit.provider) {
+        // Verified for another rule's provider: this rule decides from scratch.
+        return None;
+    }
+    let audiences = requirement
+        .audiences
+        .as_ref()
+        .unwrap_or(&provider.audiences);
+    if let Err(d) = claim_checks(provider, audiences, hit.alg, &hit.claims, token_len, now) {
+        return Some(Outcome::Deny(d));
+    }
+    let gen = keys.generation(hit.provider);
+    if gen != hit.key_gen {
+        let KeyState::Ready(set) = keys.keys(hit.provider) else {
+            return None;
+        };
+        let now_ms = now.saturating_mul(1000);
+        let key = match set.lookup(hit.kid.as_deref(), hit.alg, now_ms) {
+            KeyLookup::Found(candidates) => candidates.into_iter().find(|k| k.raw == hit.key_raw),
+            _ => None,
+        };
+        let Some(key) = key else {
+            keys.cache_drop(hash);
+            return None;
+        };
+        // A key withdrawn in this generation is live only until its grace deadline: so is the entry.
+        keys.cache_key_seen(hash, gen, key.until_ms.map(|ms| ms / 1000));
+    }
+    Some(Outcome::Allow(Some(Verified {
+        provider: hit.provider,
+        claims: hit.claims,
+    })))
 }
 
 fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, Denial> {
@@ -138,74 +237,80 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
     }
 }
 
-fn check_with_provider(
-    index: usize,
+/// Everything about a token that does not need its signature: size, algorithm allow-list, time
+/// (with skew) and audience. Runs on every request, cached or not.
+fn claim_checks(
     provider: &Provider,
     audiences: &[String],
-    token: &UntrustedToken,
+    alg: crypto::Alg,
+    claims: &Map<String, Value>,
     token_len: usize,
-    keys: &dyn Keys,
     now: u64,
-) -> Result<(), Outcome> {
-    let deny = |d| Err(Outcome::Deny(d));
+) -> Result<(), Denial> {
     if token_len > provider.max_token_bytes {
-        return deny(Denial::Oversized);
+        return Err(Denial::Oversized);
     }
-    if !provider.algorithms.contains(&token.alg) {
-        return deny(Denial::AlgNotAllowed);
+    if !provider.algorithms.contains(&alg) {
+        return Err(Denial::AlgNotAllowed);
     }
     let now = now as f64;
     let skew = provider.clock_skew_secs as f64;
-    match numeric_date(&token.claims, "exp") {
-        Err(d) => return deny(d),
-        Ok(None) if provider.require_expiration => return deny(Denial::MissingExp),
-        Ok(Some(exp)) if now >= exp + skew => return deny(Denial::Expired),
-        Ok(_) => {}
+    match numeric_date(claims, "exp")? {
+        None if provider.require_expiration => return Err(Denial::MissingExp),
+        Some(exp) if now >= exp + skew => return Err(Denial::Expired),
+        _ => {}
     }
-    match numeric_date(&token.claims, "nbf") {
-        Err(d) => return deny(d),
-        Ok(Some(nbf)) if now + skew < nbf => return deny(Denial::NotYetValid),
-        Ok(_) => {}
+    if let Some(nbf) = numeric_date(claims, "nbf")? {
+        if now + skew < nbf {
+            return Err(Denial::NotYetValid);
+        }
     }
     if !audiences.is_empty() {
-        let ok = match token.claims.get("aud") {
+        let malformed = Denial::Malformed("aud is not a string or array of strings");
+        let ok = match claims.get("aud") {
             Some(Value::String(a)) => audiences.iter().any(|x| x == a),
             Some(Value::Array(list)) => {
                 if !list.iter().all(Value::is_string) {
-                    return deny(Denial::Malformed("aud is not a string or array of strings"));
+                    return Err(malformed);
                 }
                 list.iter()
                     .filter_map(Value::as_str)
                     .any(|a| audiences.iter().any(|x| x == a))
             }
-            Some(_) => return deny(Denial::Malformed("aud is not a string or array of strings")),
+            Some(_) => return Err(malformed),
             None => false,
         };
         if !ok {
-            return deny(Denial::WrongAudience);
+            return Err(Denial::WrongAudience);
         }
     }
+    Ok(())
+}
+
+/// Finds the key and verifies the signature; returns the verifying key's published JWK.
+fn verify_signature(
+    index: usize,
+    token: &UntrustedToken,
+    keys: &dyn Keys,
+    now: u64,
+) -> Result<(Rc<Value>, Option<u64>), Outcome> {
+    let deny = |d| Err(Outcome::Deny(d));
     let set = match keys.keys(index) {
         KeyState::Ready(set) => set,
         KeyState::Pending => return Err(Outcome::Wait(index)),
         KeyState::Unavailable => return deny(Denial::KeysUnavailable),
     };
-    match set.lookup(token.kid.as_deref(), token.alg, now as u64 * 1000) {
+    match set.lookup(token.kid.as_deref(), token.alg, now.saturating_mul(1000)) {
         KeyLookup::UnknownKid if token.kid.is_some() && keys.unknown_kid(index) => {
             Err(Outcome::Wait(index))
         }
         KeyLookup::UnknownKid => deny(Denial::UnknownKid),
         KeyLookup::KeyMismatch => deny(Denial::KeyMismatch),
-        KeyLookup::Found(candidates) => {
-            if candidates
-                .iter()
-                .any(|k| crypto::verify(token.alg, &k.key, &token.signing_input, &token.signature))
-            {
-                Ok(())
-            } else {
-                deny(Denial::BadSignature)
-            }
-        }
+        KeyLookup::Found(candidates) => candidates
+            .iter()
+            .find(|k| crypto::verify(token.alg, &k.key, &token.signing_input, &token.signature))
+            .map(|k| (k.raw.clone(), k.until_ms))
+            .map_or_else(|| deny(Denial::BadSignature), Ok),
     }
 }
 

@@ -54,6 +54,7 @@ struct RawConfig {
     strip_header_prefixes: Option<Vec<String>>,
     max_header_value_bytes: Option<usize>,
     audit: Option<RawAudit>,
+    token_cache_size: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +215,8 @@ pub struct Config {
     /// Claim values longer than this are not written into headers.
     pub max_header_value_bytes: usize,
     pub audit: Audit,
+    /// Verified tokens kept per worker VM (0 disables the cache).
+    pub token_cache_size: usize,
     pub realm: String,
     /// How long a request may wait for the first key set of a provider before failing closed.
     pub jwks_wait_timeout_ms: u64,
@@ -611,6 +614,10 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             }
         }
     };
+    let token_cache_size = raw.token_cache_size.unwrap_or(1024);
+    if token_cache_size > 100_000 {
+        return Err(err("token_cache_size", "must be at most 100000"));
+    }
     let max_header_value_bytes = raw.max_header_value_bytes.unwrap_or(4096);
     if !(16..=16_384).contains(&max_header_value_bytes) {
         return Err(err(
@@ -647,6 +654,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         token_headers,
         max_header_value_bytes,
         audit,
+        token_cache_size,
         realm,
         jwks_wait_timeout_ms,
     })

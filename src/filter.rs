@@ -22,6 +22,7 @@ use crate::metrics::{self, Kind, Registry};
 use crate::policy;
 use crate::response::deny_response;
 use crate::rules::{self, RequestInfo};
+use crate::tokencache::{CachedToken, TokenCache, TokenHash};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
@@ -223,6 +224,9 @@ struct Vm {
     in_flight: HashMap<u32, InFlight>,
     holder: u64,
     telemetry: Rc<Telemetry>,
+    /// Verified tokens of this VM (see `tokencache`); behind its own cell so the authenticator can use
+    /// it through the shared `&Vm`.
+    token_cache: RefCell<TokenCache>,
 }
 
 /// The key view the authenticator gets. `may_wait` is false once a parked request reached its
@@ -247,6 +251,49 @@ impl Keys for VmKeys<'_> {
             // Fetches keep failing: the IdP is down, not slow, so do not hold the request.
             None if self.may_wait && !cache.failing(&HostStore) => KeyState::Pending,
             None => KeyState::Unavailable,
+        }
+    }
+
+    fn generation(&self, provider: usize) -> u64 {
+        self.vm
+            .caches
+            .get(provider)
+            .and_then(Option::as_ref)
+            .and_then(|c| c.local())
+            .map_or(0, |l| l.gen)
+    }
+
+    fn cache_get(&self, hash: &TokenHash, now_secs: u64) -> Option<CachedToken> {
+        let hit = self
+            .vm
+            .token_cache
+            .try_borrow_mut()
+            .ok()?
+            .get(hash, now_secs);
+        let t = &self.vm.telemetry;
+        t.inc(Some(if hit.is_some() {
+            t.registry.token_cache_hits
+        } else {
+            t.registry.token_cache_misses
+        }));
+        hit
+    }
+
+    fn cache_put(&self, hash: TokenHash, entry: CachedToken) {
+        if let Ok(mut c) = self.vm.token_cache.try_borrow_mut() {
+            c.insert(hash, entry);
+        }
+    }
+
+    fn cache_drop(&self, hash: &TokenHash) {
+        if let Ok(mut c) = self.vm.token_cache.try_borrow_mut() {
+            c.remove(hash);
+        }
+    }
+
+    fn cache_key_seen(&self, hash: &TokenHash, gen: u64, until_secs: Option<u64>) {
+        if let Ok(mut c) = self.vm.token_cache.try_borrow_mut() {
+            c.refresh_gen(hash, gen, until_secs);
         }
     }
 
@@ -676,6 +723,7 @@ impl RootContext for Root {
         {
             let mut vm = self.vm.borrow_mut();
             vm.telemetry = telemetry;
+            vm.token_cache = RefCell::new(TokenCache::new(config.token_cache_size));
             vm.holder = holder;
             vm.config = Some(config);
             vm.caches = caches;

@@ -8,6 +8,7 @@ use crate::crypto::{Alg, Ed25519PublicKey, P256PublicKey, PublicKey};
 use jwt_compact::alg::RsaPublicKey;
 use serde_json::{Map, Value};
 use std::fmt;
+use std::rc::Rc;
 
 /// Upper bounds that keep a hostile or broken JWKS from costing unbounded memory or CPU.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -23,7 +24,7 @@ pub struct Jwk {
     pub key: PublicKey,
     /// The JWK as published, kept so a key that leaves the JWKS can be carried into the next
     /// generation for its rotation grace period.
-    pub raw: Value,
+    pub raw: Rc<Value>,
     /// For a key no longer in the IdP's JWKS: usable until this time (rotation grace).
     pub until_ms: Option<u64>,
 }
@@ -104,7 +105,7 @@ impl KeySet {
                     kid,
                     alg,
                     key,
-                    raw: entry.clone(),
+                    raw: Rc::new(entry.clone()),
                     until_ms: None,
                 }),
                 Err(reason) => set.skipped.push(format!("{label} ({reason})")),
@@ -147,14 +148,14 @@ impl KeySet {
             .keys
             .iter()
             .filter(|k| k.until_ms.is_none())
-            .map(|k| &k.raw)
+            .map(|k| &*k.raw)
             .collect();
         let retired: Vec<Value> = self
             .keys
             .iter()
             .filter_map(|k| {
                 k.until_ms
-                    .map(|u| serde_json::json!({"until_ms": u, "jwk": k.raw}))
+                    .map(|u| serde_json::json!({"until_ms": u, "jwk": &*k.raw}))
             })
             .collect();
         serde_json::to_vec(&serde_json::json!({"keys": current, "retired": retired}))
@@ -182,7 +183,7 @@ impl KeySet {
                     kid: jwk.get("kid").and_then(Value::as_str).map(str::to_owned),
                     alg,
                     key,
-                    raw: jwk.clone(),
+                    raw: Rc::new(jwk.clone()),
                     until_ms: Some(until),
                 });
             }

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod response;
 pub mod rules;
 pub mod token;
+pub mod tokencache;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -92,6 +92,8 @@ pub struct Registry {
     pub providers: Vec<ProviderMetrics>,
     dropped: HashMap<&'static str, usize>,
     pub cors_preflights: usize,
+    pub token_cache_hits: usize,
+    pub token_cache_misses: usize,
 }
 
 impl Registry {
@@ -184,6 +186,8 @@ impl Registry {
             r.dropped.insert(reason, idx);
         }
         r.cors_preflights = r.add("jwt_guard.cors_preflights".to_owned(), Kind::Counter);
+        r.token_cache_hits = r.add("jwt_guard.token_cache_hits".to_owned(), Kind::Counter);
+        r.token_cache_misses = r.add("jwt_guard.token_cache_misses".to_owned(), Kind::Counter);
         r
     }
 

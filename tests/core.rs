@@ -1471,3 +1471,177 @@ fn claim_headers_and_stripping() {
         vec!["x-user-sub", "x-org", "x-tenant-id", "x-auth-shadow"]
     );
 }
+
+// ---------- the verified-token cache ----------
+
+mod cache {
+    use super::*;
+    use jwt_guard::tokencache::{CachedToken, TokenCache, TokenHash};
+    use std::cell::{Cell, RefCell};
+
+    /// Local keys plus a real cache; counts key-set reads so a hit (which needs none) is visible, and
+    /// can swap in another key set (a new generation).
+    struct CachingKeys<'a> {
+        config: &'a Config,
+        replacement: Option<jwt_guard::jwks::KeySet>,
+        gen: Cell<u64>,
+        key_reads: Cell<usize>,
+        cache: RefCell<TokenCache>,
+    }
+
+    impl Keys for CachingKeys<'_> {
+        fn keys(&self, provider: usize) -> KeyState<'_> {
+            self.key_reads.set(self.key_reads.get() + 1);
+            if let Some(set) = &self.replacement {
+                return KeyState::Ready(set);
+            }
+            match &self.config.providers[provider].jwks {
+                JwksSource::Local(set) => KeyState::Ready(set),
+                JwksSource::Remote(_) => KeyState::Unavailable,
+            }
+        }
+        fn generation(&self, _: usize) -> u64 {
+            self.gen.get()
+        }
+        fn cache_get(&self, h: &TokenHash, now: u64) -> Option<CachedToken> {
+            self.cache.borrow_mut().get(h, now)
+        }
+        fn cache_put(&self, h: TokenHash, e: CachedToken) {
+            self.cache.borrow_mut().insert(h, e)
+        }
+        fn cache_drop(&self, h: &TokenHash) {
+            self.cache.borrow_mut().remove(h)
+        }
+        fn cache_key_seen(&self, h: &TokenHash, gen: u64, until: Option<u64>) {
+            self.cache.borrow_mut().refresh_gen(h, gen, until)
+        }
+    }
+
+    fn keys(config: &Config) -> CachingKeys<'_> {
+        CachingKeys {
+            config,
+            replacement: None,
+            gen: Cell::new(1),
+            key_reads: Cell::new(0),
+            cache: RefCell::new(TokenCache::new(16)),
+        }
+    }
+
+    #[test]
+    fn a_repeated_token_skips_parse_and_signature_but_not_the_checks() {
+        let f = fixtures();
+        let cfg = config();
+        let k = keys(&cfg);
+        let token = rs256(&f, with(claims(), json!({"exp": NOW + 100})));
+        let run_at = |now: u64| {
+            authenticate(
+                &cfg,
+                requirement(&cfg),
+                std::slice::from_ref(&token),
+                &k,
+                now,
+            )
+        };
+        assert_eq!(code(&run_at(NOW)), "allow");
+        assert_eq!(k.key_reads.get(), 1);
+        assert_eq!(k.cache.borrow().len(), 1);
+        // A hit: allowed again without touching the key set (no signature check).
+        assert_eq!(code(&run_at(NOW + 1)), "allow");
+        assert_eq!(k.key_reads.get(), 1);
+        assert_eq!(k.cache.borrow().hits, 1);
+        // Time still counts: past exp + skew the hit is denied (and the entry dropped at exp).
+        assert_eq!(code(&run_at(NOW + 161)), "expired");
+        // The route still counts: another audience on this rule denies a cached token.
+        let strict = rule_config(json!({"audiences": ["other"]}), "enforce", json!({}));
+        let t2 = rs256(&f, claims());
+        let k2 = keys(&strict);
+        assert_eq!(
+            code(&authenticate(
+                &cfg,
+                requirement(&cfg),
+                std::slice::from_ref(&t2),
+                &k2,
+                NOW
+            )),
+            "allow"
+        );
+        let outcome = authenticate(
+            &strict,
+            requirement(&strict),
+            std::slice::from_ref(&t2),
+            &k2,
+            NOW,
+        );
+        assert_eq!(code(&outcome), "wrong_audience");
+    }
+
+    #[test]
+    fn an_entry_is_dropped_when_its_key_leaves_the_key_set() {
+        let f = fixtures();
+        let cfg = config();
+        let mut k = keys(&cfg);
+        let token = rs256(&f, claims());
+        assert_eq!(
+            code(&authenticate(
+                &cfg,
+                requirement(&cfg),
+                std::slice::from_ref(&token),
+                &k,
+                NOW
+            )),
+            "allow"
+        );
+        // New generation, still holding rsa-1: the hit re-checks presence once and stays.
+        k.gen.set(2);
+        assert_eq!(
+            code(&authenticate(
+                &cfg,
+                requirement(&cfg),
+                std::slice::from_ref(&token),
+                &k,
+                NOW
+            )),
+            "allow"
+        );
+        assert_eq!(k.cache.borrow().hits, 1);
+        // Generation 3 without rsa-1: the entry goes, and the full path denies the token.
+        k.replacement = Some(
+            jwt_guard::jwks::KeySet::parse(
+                json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .expect("set"),
+        );
+        k.gen.set(3);
+        let outcome = authenticate(
+            &cfg,
+            requirement(&cfg),
+            std::slice::from_ref(&token),
+            &k,
+            NOW,
+        );
+        assert_eq!(code(&outcome), "unknown_kid");
+        assert!(k.cache.borrow().is_empty());
+    }
+
+    #[test]
+    fn invalid_tokens_are_never_cached() {
+        let f = fixtures();
+        let cfg = config();
+        let k = keys(&cfg);
+        let forged = jws(&f.rogue, json!({"alg": "RS256", "kid": "rsa-1"}), claims());
+        for _ in 0..3 {
+            let outcome = authenticate(
+                &cfg,
+                requirement(&cfg),
+                std::slice::from_ref(&forged),
+                &k,
+                NOW,
+            );
+            assert_eq!(code(&outcome), "bad_signature");
+        }
+        assert!(k.cache.borrow().is_empty());
+        assert_eq!(k.key_reads.get(), 3, "every attempt is verified");
+    }
+}

@@ -59,6 +59,8 @@ fn dashboard_queries_only_defined_metrics() {
             "jwt_guard_jwks_fetch",
             "jwt_guard_jwks_keys",
             "jwt_guard_jwks_stale",
+            "jwt_guard_token_cache_hits",
+            "jwt_guard_token_cache_misses",
         ]
     );
     let text = std::fs::read_to_string(format!("{root}/examples/grafana/jwt-guard-dashboard.json"))

@@ -23,6 +23,8 @@ usage:
       Envoy refuses the config or any scenario fails.
   wasm-test-harness mint [--alg ES256] [--sub alice] [--aud demo-api] [--ttl 3600] [--iss URL] [--kid KID]
       Print a token signed with the fixture keys (RS256..RS512, PS256..PS512 with rsa-1, ES256 with ec-1, EdDSA with ed-1).
+  wasm-test-harness bench [--rounds N] [--duration SECS] [--connections N] [--tokens N] [--warmup SECS] [--out PATH]
+      Throughput/latency of jwt-guard vs Envoy's jwt_authn and a wasm floor with wrk (`make bench`, bench/README.md).
 ";
 
 /// Parsed `--name value` flags with environment fallbacks.
@@ -99,6 +101,7 @@ fn main() {
         Some("demo") => Args::parse(&argv[1..]).and_then(|a| demo(&a)),
         Some("mint") => Args::parse(&argv[1..]).and_then(|a| mint(&a)),
         Some("check") => Args::parse(&argv[1..]).and_then(|a| check(&a)),
+        Some("bench") => wasm_test_harness::bench::main(&argv[1..]),
         Some("-h" | "--help" | "help") | None => Err(String::new()),
         Some(other) => Err(format!("unknown subcommand {other:?}")),
     };

@@ -253,6 +253,21 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
             .any(|k| k.starts_with("jwt_guard_decision_latency_us_bucket{mode=\"enforce\",le=")),
         "the histogram has buckets"
     );
+    // Every presented token is looked up in the per-worker verified-token cache: 12 token checks
+    // (7 on /api, 5 on /reports); repeated valid tokens hit (which worker serves what varies).
+    let hits = stats
+        .get("jwt_guard_token_cache_hits{}")
+        .copied()
+        .unwrap_or(-1.0);
+    let misses = stats
+        .get("jwt_guard_token_cache_misses{}")
+        .copied()
+        .unwrap_or(-1.0);
+    if hits + misses != 12.0 || hits < 1.0 {
+        problems.push(format!(
+            "token cache: {hits} hits + {misses} misses, want 12 with at least 1 hit"
+        ));
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 
     // Audit records: one per decision (preflights are not decisions), stable fields, never a token.

@@ -1,0 +1,168 @@
+//! A bounded per-VM cache of verified tokens, keyed by the SHA-256 of the token. A repeated token costs
+//! a hash and a lookup instead of base64 + JSON parsing and a signature check. What a hit skips is only
+//! what cannot change: the parse and the signature. Time (`exp`, `nbf`), audience, scopes and claims
+//! are checked again on every request (they depend on the clock and the route), and the key that
+//! verified the token must still be in the provider's key set: an entry whose key left the set (after
+//! its rotation grace) is dropped, and one past the token's `exp` is never returned.
+
+use crate::crypto::Alg;
+use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+pub type TokenHash = [u8; 32];
+
+/// Tokens without `exp` (where the provider allows that) stay at most this long.
+pub const MAX_TTL_WITHOUT_EXP_SECS: u64 = 300;
+
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    pub provider: usize,
+    pub alg: Alg,
+    pub kid: Option<String>,
+    pub claims: Rc<Map<String, Value>>,
+    /// The JWK (as published) that verified the signature.
+    pub key_raw: Rc<Value>,
+    /// Key-set generation the key was last seen in; a newer generation re-checks the key's presence.
+    pub key_gen: u64,
+    /// Unix seconds after which the entry is gone: the token's `exp`, or a cap without one.
+    pub expires_at: u64,
+}
+
+#[derive(Debug)]
+pub struct TokenCache {
+    capacity: usize,
+    map: HashMap<TokenHash, CachedToken>,
+    /// Insertion order, for evicting the oldest entry when full.
+    order: VecDeque<TokenHash>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl Default for TokenCache {
+    /// A cache that keeps nothing (capacity 0) until the configured one replaces it.
+    fn default() -> Self {
+        TokenCache::new(0)
+    }
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> Self {
+        TokenCache {
+            capacity,
+            map: HashMap::with_capacity(capacity.min(4096)),
+            order: VecDeque::with_capacity(capacity.min(4096)),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn get(&mut self, hash: &TokenHash, now_secs: u64) -> Option<CachedToken> {
+        match self.map.get(hash) {
+            Some(e) if now_secs < e.expires_at => {
+                self.hits += 1;
+                Some(e.clone())
+            }
+            Some(_) => {
+                self.map.remove(hash);
+                self.misses += 1;
+                None
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    pub fn insert(&mut self, hash: TokenHash, token: CachedToken) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.map.insert(hash, token).is_none() {
+            self.order.push_back(hash);
+        }
+        while self.map.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Keep the order queue from growing with hashes already evicted or removed.
+        if self.order.len() > 2 * self.capacity {
+            let map = &self.map;
+            self.order.retain(|h| map.contains_key(h));
+        }
+    }
+
+    pub fn remove(&mut self, hash: &TokenHash) {
+        self.map.remove(hash);
+    }
+
+    /// Records that the entry's key is still present in generation `gen`, capping the entry at the
+    /// key's grace deadline if the key was withdrawn.
+    pub fn refresh_gen(&mut self, hash: &TokenHash, gen: u64, until_secs: Option<u64>) {
+        if let Some(e) = self.map.get_mut(hash) {
+            e.key_gen = gen;
+            if let Some(until) = until_secs {
+                e.expires_at = e.expires_at.min(until);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(expires_at: u64) -> CachedToken {
+        CachedToken {
+            provider: 0,
+            alg: Alg::ES256,
+            kid: None,
+            claims: Rc::new(Map::new()),
+            key_raw: Rc::new(Value::Null),
+            key_gen: 1,
+            expires_at,
+        }
+    }
+
+    fn h(i: u8) -> TokenHash {
+        [i; 32]
+    }
+
+    #[test]
+    fn entries_never_outlive_exp() {
+        let mut c = TokenCache::new(4);
+        c.insert(h(1), entry(100));
+        assert!(c.get(&h(1), 99).is_some());
+        assert!(c.get(&h(1), 100).is_none());
+        assert!(c.is_empty(), "expired entries are dropped");
+        assert_eq!((c.hits, c.misses), (1, 1));
+    }
+
+    #[test]
+    fn bounded_with_oldest_evicted_first() {
+        let mut c = TokenCache::new(3);
+        for i in 0..10 {
+            c.insert(h(i), entry(1_000));
+        }
+        assert_eq!(c.len(), 3);
+        assert!(c.get(&h(6), 0).is_none());
+        assert!(c.get(&h(7), 0).is_some() && c.get(&h(9), 0).is_some());
+        assert!(c.order.len() <= 6);
+        let mut off = TokenCache::new(0);
+        off.insert(h(1), entry(1_000));
+        assert!(off.is_empty());
+    }
+}
