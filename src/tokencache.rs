@@ -166,3 +166,27 @@ mod tests {
         assert!(off.is_empty());
     }
 }
+
+#[cfg(test)]
+mod grace_tests {
+    use super::*;
+
+    #[test]
+    fn a_withdrawn_key_caps_its_entries_at_the_grace_deadline() {
+        let mut c = TokenCache::new(4);
+        let e = CachedToken {
+            provider: 0,
+            alg: Alg::ES256,
+            kid: None,
+            claims: Rc::new(Map::new()),
+            key_raw: Rc::new(Value::Null),
+            key_gen: 1,
+            expires_at: 1_000,
+        };
+        c.insert([7; 32], e);
+        // Generation 2 still lists the key, but as withdrawn until t=500.
+        c.refresh_gen(&[7; 32], 2, Some(500));
+        assert!(c.get(&[7; 32], 499).is_some_and(|e| e.key_gen == 2));
+        assert!(c.get(&[7; 32], 500).is_none());
+    }
+}
