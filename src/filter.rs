@@ -835,19 +835,16 @@ fn deny_without_rule(config: &Config, telemetry: &Telemetry, denial: Denial, ctx
 }
 
 /// Removes every client header the filter owns (see `headers::to_strip`). False if the host refused.
-fn strip_identity_headers(config: &Config) -> bool {
-    let Ok(all) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-        return false;
-    };
-    let names = headers::to_strip(config, all.iter().map(|(n, _)| n.as_str()));
+fn strip_identity_headers(config: &Config, all: &Snapshot) -> bool {
+    let names = headers::to_strip(config, all.0.iter().map(|(n, _)| n.as_str()));
     names
         .iter()
         .all(|n| hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, n, None).is_ok())
 }
 
 /// Removes the token from where `headers::token_scrub` says it must not travel on.
-fn scrub_token(config: &Config, requirement: &Requirement, path: &[u8]) -> bool {
-    let cookie = HostRequest.header("cookie");
+fn scrub_token(config: &Config, requirement: &Requirement, path: &[u8], all: &Snapshot) -> bool {
+    let cookie = all.header("cookie");
     let scrub = headers::token_scrub(config, requirement, path, cookie.as_deref());
     let mut ok = true;
     for name in &scrub.remove_headers {
@@ -874,13 +871,30 @@ struct Http {
     parked: Rc<Cell<bool>>,
 }
 
-struct HostRequest;
+/// The request headers, read from the host once per request (one host call instead of one per header).
+struct Snapshot(Vec<(String, Vec<u8>)>);
 
-impl RequestView for HostRequest {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+impl Snapshot {
+    fn read() -> Option<Snapshot> {
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
             .ok()
-            .flatten()
+            .map(Snapshot)
+    }
+}
+
+impl RequestView for Snapshot {
+    /// Envoy hands header names over lowercase. A repeated header's values are joined (`; ` for
+    /// cookies, `, ` otherwise), as RFC 9110 §5.3 reads them: two `Authorization` headers then make
+    /// one malformed token instead of one checked token and one unchecked.
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+        let first = values.next()?.clone();
+        let sep: &[u8] = if name == "cookie" { b"; " } else { b", " };
+        Some(values.fold(first, |mut acc, v| {
+            acc.extend_from_slice(sep);
+            acc.extend_from_slice(v);
+            acc
+        }))
     }
 }
 
@@ -906,16 +920,31 @@ impl HttpContext for Http {
             send_denial_unconfigured();
             return Action::Pause;
         };
-        let header = |name: &str| HostRequest.header(name).unwrap_or_default();
+        let Some(all) = Snapshot::read() else {
+            deny_without_rule(
+                &config,
+                &telemetry,
+                Denial::Internal,
+                &ReqCtx {
+                    start_ns,
+                    request_id: None,
+                    method: Vec::new(),
+                    path: Vec::new(),
+                    token_hash: None,
+                },
+            );
+            return Action::Pause;
+        };
+        let header = |name: &str| all.header(name).unwrap_or_default();
         let mut ctx = ReqCtx {
             start_ns,
-            request_id: HostRequest.header("x-request-id"),
+            request_id: all.header("x-request-id"),
             method: header(":method"),
             path: header(":path"),
             token_hash: None,
         };
         // Before anything else, on every path: no client-supplied identity header survives.
-        if !strip_identity_headers(&config) {
+        if !strip_identity_headers(&config, &all) {
             deny_without_rule(&config, &telemetry, Denial::Internal, &ctx);
             return Action::Pause;
         }
@@ -934,10 +963,8 @@ impl HttpContext for Http {
         if config.allow_cors_preflight
             && rules::is_cors_preflight(
                 &info.method,
-                HostRequest.header("origin").is_some(),
-                HostRequest
-                    .header("access-control-request-method")
-                    .is_some(),
+                all.header("origin").is_some(),
+                all.header("access-control-request-method").is_some(),
             )
         {
             telemetry.inc(Some(telemetry.registry.cors_preflights));
@@ -963,9 +990,9 @@ impl HttpContext for Http {
             .iter()
             .filter_map(|&i| config.providers.get(i))
             .flat_map(|p| p.sources.iter());
-        let tokens = extract(sources, &HostRequest);
+        let tokens = extract(sources, &all);
         ctx.token_hash = tokens.first().map(|t| audit::token_hash(t));
-        if !scrub_token(&config, requirement, &info.path) {
+        if !scrub_token(&config, requirement, &info.path, &all) {
             let plan = policy::Plan {
                 respond: Some(Denial::Internal),
                 outcome: "deny",

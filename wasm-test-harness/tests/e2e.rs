@@ -346,6 +346,26 @@ fn invalid_tokens_are_rejected_with_their_reason_and_never_reach_the_upstream() 
     );
     assert_denied(&stack, "non-UTF-8 header", &r, 401, "malformed", before);
 
+    // Two Authorization headers (a valid token and another): one malformed credential, not a pass.
+    let valid = tokens::mint_std("ES256", "alice");
+    let r = stack.request(
+        "GET",
+        "/hello",
+        &[
+            ("authorization", format!("Bearer {valid}").into_bytes()),
+            ("authorization", b"Bearer forged.token.here".to_vec()),
+        ],
+        b"",
+    );
+    assert_denied(
+        &stack,
+        "two authorization headers",
+        &r,
+        401,
+        "malformed",
+        before,
+    );
+
     // A POST with a body and a bad token: the body must not carry the request past the filter.
     let bad = sign_raw(&hdr(json!({})), &good, KeyName::RsaRogue);
     let r = stack.request(
