@@ -220,6 +220,9 @@ fn workload_token(alg: &str, workload: &str, i: usize, now: u64) -> String {
 /// within 12 h of minting still has 12 h of validity left.
 const TOKEN_REUSE_S: u64 = 12 * 3600;
 
+/// (alg, workload) -> token file.
+type TokenFiles = BTreeMap<(String, String), PathBuf>;
+
 fn token_file(dir: &Path, alg: &str, workload: &str) -> PathBuf {
     dir.join(format!("tokens-{alg}-{workload}.txt"))
 }
@@ -227,7 +230,7 @@ fn token_file(dir: &Path, alg: &str, workload: &str) -> PathBuf {
 /// Mint every workload's tokens (in parallel) into one file per (alg, workload) under `dir`, or reuse the
 /// files of an earlier run if they hold the same number of tokens and are fresh (minting 2 x 2 x 5000 tokens
 /// costs ~20 s on 2 cores, RSA-2048 signing dominates). Returns the files and whether they were minted now.
-fn mint_all(dir: &Path, n: usize) -> Result<(BTreeMap<(String, String), PathBuf>, bool), String> {
+fn mint_all(dir: &Path, n: usize) -> Result<(TokenFiles, bool), String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let now = tokens::now();
     let stamp = dir.join("stamp.json");
@@ -908,7 +911,7 @@ fn memory_of(envoy: &BenchEnvoy) -> Value {
 // The run
 
 /// Probe each Envoy before measuring: valid token -> 200 everywhere; bad/no token -> 401 where enforcing.
-fn smoke(envoys: &[BenchEnvoy], files: &BTreeMap<(String, String), PathBuf>) -> Result<(), String> {
+fn smoke(envoys: &[BenchEnvoy], files: &TokenFiles) -> Result<(), String> {
     let first_line = |alg: &str, w: &str| -> String {
         files
             .get(&(alg.to_string(), w.to_string()))
