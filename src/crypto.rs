@@ -2,7 +2,8 @@
 //! (already checked against the provider's allow-list) fits the key's family, so the header's `alg`
 //! can never pick a verification method the key was not made for. HMAC and `none` do not exist here.
 
-use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPublicKey, RsaSignature};
+use crate::rsa_fast::{Hash, RsaKey};
+use jwt_compact::alg::{Ed25519, Es256};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 
 pub type Ed25519PublicKey = <Ed25519 as Algorithm>::VerifyingKey;
@@ -67,14 +68,15 @@ impl Alg {
         }
     }
 
-    fn rsa(self) -> Option<Rsa> {
+    /// Padding (PSS or PKCS#1 v1.5) and hash of the RSA algorithms.
+    fn rsa(self) -> Option<(bool, Hash)> {
         Some(match self {
-            Alg::RS256 => Rsa::rs256(),
-            Alg::RS384 => Rsa::rs384(),
-            Alg::RS512 => Rsa::rs512(),
-            Alg::PS256 => Rsa::ps256(),
-            Alg::PS384 => Rsa::ps384(),
-            Alg::PS512 => Rsa::ps512(),
+            Alg::RS256 => (false, Hash::Sha256),
+            Alg::RS384 => (false, Hash::Sha384),
+            Alg::RS512 => (false, Hash::Sha512),
+            Alg::PS256 => (true, Hash::Sha256),
+            Alg::PS384 => (true, Hash::Sha384),
+            Alg::PS512 => (true, Hash::Sha512),
             Alg::ES256 | Alg::EdDSA => return None,
         })
     }
@@ -82,7 +84,7 @@ impl Alg {
 
 #[derive(Clone, Debug)]
 pub enum PublicKey {
-    Rsa(RsaPublicKey),
+    Rsa(RsaKey),
     P256(P256PublicKey),
     Ed25519(Ed25519PublicKey),
 }
@@ -102,14 +104,14 @@ impl PublicKey {
 pub fn verify(alg: Alg, key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
     match (key, alg.family()) {
         (PublicKey::Rsa(k), KeyFamily::Rsa) => {
-            let Some(rsa) = alg.rsa() else { return false };
-            // RSA signatures are exactly the modulus length (RFC 7518 §3.3, §3.5).
-            if signature.len() != rsa::traits::PublicKeyParts::size(k) {
+            let Some((pss, hash)) = alg.rsa() else {
                 return false;
-            }
-            match RsaSignature::try_from_slice(signature) {
-                Ok(sig) => rsa.verify_signature(&sig, k, signing_input),
-                Err(_) => false,
+            };
+            // RSA signatures are exactly the modulus length (RFC 7518 §3.3, §3.5); checked in `open`.
+            if pss {
+                k.verify_pss(hash, signing_input, signature)
+            } else {
+                k.verify_pkcs1(hash, signing_input, signature)
             }
         }
         (PublicKey::P256(k), KeyFamily::P256) => {

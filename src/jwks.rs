@@ -5,7 +5,7 @@
 
 use crate::b64;
 use crate::crypto::{Alg, Ed25519PublicKey, P256PublicKey, PublicKey};
-use jwt_compact::alg::RsaPublicKey;
+use crate::rsa_fast::RsaKey;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::rc::Rc;
@@ -286,15 +286,15 @@ fn parse_jwk(o: &Map<String, Value>) -> Result<(Option<Alg>, PublicKey), &'stati
     Ok((alg, key))
 }
 
-fn rsa_key(o: &Map<String, Value>) -> Result<RsaPublicKey, &'static str> {
+fn rsa_key(o: &Map<String, Value>) -> Result<RsaKey, &'static str> {
     let n = b64_field(o, "n")?;
     let e = b64_field(o, "e")?;
-    let n = rsa::BigUint::from_bytes_be(&n);
-    let bits = n.bits();
+    let first = n.iter().position(|b| *b != 0).unwrap_or(n.len());
+    let bits = (n.len() - first) * 8 - n.get(first).map_or(8, |b| b.leading_zeros() as usize);
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
         return Err("RSA modulus size outside 2048..=4096 bits");
     }
-    RsaPublicKey::new(n, rsa::BigUint::from_bytes_be(&e)).map_err(|_| "bad RSA key")
+    RsaKey::new(&n, &e).ok_or("bad RSA key")
 }
 
 fn p256_key(o: &Map<String, Value>) -> Result<P256PublicKey, &'static str> {

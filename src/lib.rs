@@ -18,6 +18,7 @@ pub mod keycache;
 pub mod metrics;
 pub mod policy;
 pub mod response;
+pub mod rsa_fast;
 pub mod rules;
 pub mod token;
 pub mod tokencache;
