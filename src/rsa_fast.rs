@@ -130,11 +130,11 @@ impl RsaKey {
         let e = e_bytes
             .iter()
             .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-        if e < 3 || e % 2 == 0 || e >= 1 << 33 {
+        if e < 3 || e.is_multiple_of(2) || e >= 1 << 33 {
             return None;
         }
         let mod_bits = n.len() * 8 - n[0].leading_zeros() as usize;
-        if !(2048..=4096).contains(&mod_bits) || n[n.len() - 1] % 2 == 0 {
+        if !(2048..=4096).contains(&mod_bits) || n[n.len() - 1].is_multiple_of(2) {
             return None;
         }
         let params = if mod_bits <= 2048 {
