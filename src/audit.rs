@@ -7,7 +7,6 @@
 //! Identity fields come only from a verified token; they are `null` otherwise.
 
 use crate::rules::path_without_query;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// Longer values are cut (request data must not make records unbounded).
@@ -45,15 +44,6 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-fn text(bytes: &[u8]) -> Value {
-    let s = String::from_utf8_lossy(bytes);
-    Value::String(s.chars().take(MAX_FIELD).collect())
-}
-
-fn opt(s: Option<&str>) -> Value {
-    s.map_or(Value::Null, |s| text(s.as_bytes()))
-}
-
 /// Everything a record is made of; the filter fills it, `to_json` writes it.
 #[derive(Debug, Default)]
 pub struct Record<'a> {
@@ -73,25 +63,54 @@ pub struct Record<'a> {
     pub latency_us: u64,
 }
 
+/// The serialised form: field order is alphabetical, values already cut to size. Written with
+/// `serde_json::to_string` on a struct (no intermediate `Value` map: this runs on every request).
+#[derive(serde::Serialize)]
+struct Out<'a> {
+    decision: &'a str,
+    issuer: Option<String>,
+    latency_us: u64,
+    method: String,
+    mode: &'a str,
+    path: String,
+    provider: Option<String>,
+    reason: &'a str,
+    request_id: Option<String>,
+    route: &'a str,
+    subject: Option<String>,
+    tenant: Option<String>,
+    time: String,
+    token_hash: Option<&'a str>,
+}
+
+fn cut(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    if s.len() <= MAX_FIELD {
+        s.into_owned()
+    } else {
+        s.chars().take(MAX_FIELD).collect()
+    }
+}
+
 impl Record<'_> {
     pub fn to_json(&self) -> String {
-        json!({
-            "time": rfc3339(self.time_ms),
-            "request_id": self.request_id.map_or(Value::Null, text),
-            "route": self.route,
-            "mode": self.mode,
-            "decision": self.decision,
-            "reason": self.reason,
-            "provider": opt(self.provider),
-            "issuer": opt(self.issuer),
-            "subject": opt(self.subject),
-            "tenant": opt(self.tenant),
-            "token_hash": opt(self.token_hash),
-            "method": text(self.method),
-            "path": text(path_without_query(self.path)),
-            "latency_us": self.latency_us,
-        })
-        .to_string()
+        let out = Out {
+            decision: self.decision,
+            issuer: self.issuer.map(|s| cut(s.as_bytes())),
+            latency_us: self.latency_us,
+            method: cut(self.method),
+            mode: self.mode,
+            path: cut(path_without_query(self.path)),
+            provider: self.provider.map(|s| cut(s.as_bytes())),
+            reason: self.reason,
+            request_id: self.request_id.map(cut),
+            route: self.route,
+            subject: self.subject.map(|s| cut(s.as_bytes())),
+            tenant: self.tenant.map(|s| cut(s.as_bytes())),
+            time: rfc3339(self.time_ms),
+            token_hash: self.token_hash,
+        };
+        serde_json::to_string(&out).unwrap_or_default()
     }
 }
 
@@ -107,6 +126,7 @@ pub fn should_write(decision: &str, allow_sample_rate: f64, roll: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn time_is_rfc3339_utc() {

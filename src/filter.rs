@@ -502,6 +502,17 @@ impl Root {
             return;
         };
         let vm = self.vm.borrow();
+        // Gauges: this VM's linear memory, and the key count of fixed (inline) key sets.
+        let pages = core::arch::wasm32::memory_size(0) as u64;
+        vm.telemetry
+            .set(Some(vm.telemetry.registry.vm_memory_bytes), pages * 65_536);
+        for (i, p) in config.providers.iter().enumerate() {
+            if let (JwksSource::Local(set), Some(pm)) =
+                (&p.jwks, vm.telemetry.registry.providers.get(i))
+            {
+                vm.telemetry.set(Some(pm.keys), set.current_len() as u64);
+            }
+        }
         for (i, cache) in vm.caches.iter().enumerate() {
             let Some(cache) = cache else { continue };
             let health = cache.health(now);

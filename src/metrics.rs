@@ -87,13 +87,16 @@ pub struct ProviderMetrics {
 #[derive(Debug, Default)]
 pub struct Registry {
     pub defs: Vec<MetricDef>,
-    decisions: HashMap<(String, &'static str, &'static str), usize>,
+    /// route → (outcome, reason) → index; looked up on every request, so no scan.
+    decisions: HashMap<String, HashMap<(&'static str, &'static str), usize>>,
     latency: HashMap<&'static str, usize>,
     pub providers: Vec<ProviderMetrics>,
     dropped: HashMap<&'static str, usize>,
     pub cors_preflights: usize,
     pub token_cache_hits: usize,
     pub token_cache_misses: usize,
+    /// Linear memory of the wasm VM that reported last (every worker VM reports on its tick).
+    pub vm_memory_bytes: usize,
 }
 
 impl Registry {
@@ -122,7 +125,9 @@ impl Registry {
             );
             let idx = self.add(name, Kind::Counter);
             self.decisions
-                .insert((route.to_owned(), outcome, reason), idx);
+                .entry(route.to_owned())
+                .or_default()
+                .insert((outcome, reason), idx);
         }
     }
 
@@ -141,14 +146,18 @@ impl Registry {
             Kind::Counter,
         );
         r.decisions
-            .insert((NO_RULE_ROUTE.to_owned(), "deny", "no_rule"), idx);
+            .entry(NO_RULE_ROUTE.to_owned())
+            .or_default()
+            .insert(("deny", "no_rule"), idx);
         // Internal errors can happen before a rule is known.
         let idx = r.add(
             format!("jwt_guard.decisions.route.{NO_RULE_ROUTE}.mode.enforce.outcome.deny.reason.internal_error"),
             Kind::Counter,
         );
         r.decisions
-            .insert((NO_RULE_ROUTE.to_owned(), "deny", "internal_error"), idx);
+            .entry(NO_RULE_ROUTE.to_owned())
+            .or_default()
+            .insert(("deny", "internal_error"), idx);
         for mode in ["enforce", "shadow", "off"] {
             let idx = r.add(
                 format!("jwt_guard.decision_latency_us.mode.{mode}"),
@@ -188,14 +197,17 @@ impl Registry {
         r.cors_preflights = r.add("jwt_guard.cors_preflights".to_owned(), Kind::Counter);
         r.token_cache_hits = r.add("jwt_guard.token_cache_hits".to_owned(), Kind::Counter);
         r.token_cache_misses = r.add("jwt_guard.token_cache_misses".to_owned(), Kind::Counter);
+        r.vm_memory_bytes = r.add("jwt_guard.vm_memory_bytes".to_owned(), Kind::Gauge);
         r
     }
 
-    pub fn decision(&self, route: &str, outcome: &str, reason: &str) -> Option<usize> {
-        self.decisions
-            .iter()
-            .find(|((r, o, re), _)| r == route && *o == outcome && *re == reason)
-            .map(|(_, idx)| *idx)
+    pub fn decision(
+        &self,
+        route: &str,
+        outcome: &'static str,
+        reason: &'static str,
+    ) -> Option<usize> {
+        self.decisions.get(route)?.get(&(outcome, reason)).copied()
     }
 
     pub fn latency(&self, mode: Mode) -> Option<usize> {

@@ -61,6 +61,7 @@ fn dashboard_queries_only_defined_metrics() {
             "jwt_guard_jwks_stale",
             "jwt_guard_token_cache_hits",
             "jwt_guard_token_cache_misses",
+            "jwt_guard_vm_memory_bytes",
         ]
     );
     let text = std::fs::read_to_string(format!("{root}/examples/grafana/jwt-guard-dashboard.json"))
