@@ -15,6 +15,7 @@ pub mod envoy;
 pub mod idp;
 pub mod keys;
 pub mod server;
+pub mod stack;
 pub mod tokens;
 
 pub use client::{http_get, http_request, Response};

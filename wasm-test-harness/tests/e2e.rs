@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use wasm_test_harness::client::{try_http_request, Response};
+use wasm_test_harness::stack::Stack;
 use wasm_test_harness::tokens::{self, mint, sign_hmac, sign_raw, std_claims, ALGS};
 use wasm_test_harness::{envoy, Behavior, EchoUpstream, Envoy, EnvoyOptions, KeyName, MockIdp};
 
@@ -19,59 +20,6 @@ fn config(provider: Value, top: Value) -> String {
         cfg[k] = v.clone();
     }
     cfg.to_string()
-}
-
-struct Stack {
-    idp: MockIdp,
-    echo: EchoUpstream,
-    envoy: Envoy,
-}
-
-impl Stack {
-    fn start(plugin_config: String, concurrency: usize) -> Stack {
-        Self::start_with(MockIdp::start(), plugin_config, concurrency)
-    }
-
-    fn start_with(idp: MockIdp, plugin_config: String, concurrency: usize) -> Stack {
-        let echo = EchoUpstream::start();
-        let opts = EnvoyOptions {
-            plugin_config,
-            idp_port: idp.port(),
-            upstream_port: echo.port(),
-            concurrency,
-            ..EnvoyOptions::default()
-        };
-        let envoy = Envoy::start(opts).unwrap_or_else(|e| panic!("envoy did not start: {e}"));
-        Stack { idp, echo, envoy }
-    }
-
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, Vec<u8>)],
-        body: &[u8],
-    ) -> Response {
-        try_http_request(self.envoy.listen_port(), method, path, headers, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.envoy.log_tail(40)))
-    }
-
-    fn get_with_token(&self, path: &str, token: &str) -> Response {
-        self.request(
-            "GET",
-            path,
-            &[("authorization", format!("Bearer {token}").into_bytes())],
-            b"",
-        )
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- envoy log tail ----\n{}", self.envoy.log_tail(60));
-        }
-    }
 }
 
 fn code(r: &Response) -> String {
@@ -393,7 +341,7 @@ fn invalid_tokens_are_rejected_with_their_reason_and_never_reach_the_upstream() 
 fn first_request_after_start_waits_for_the_jwks_and_succeeds() {
     let idp = MockIdp::start();
     idp.set_behavior(Behavior::Delay(Duration::from_millis(700)));
-    let stack = Stack::start_with(idp, envoy::demo_plugin_config(), 2);
+    let stack = Stack::new(idp, envoy::demo_plugin_config(), 2);
     let started = Instant::now();
     let token = tokens::mint_std("RS256", "alice");
     let good = std::thread::spawn({
@@ -522,7 +470,7 @@ fn idp_down_at_start_fails_closed_with_503_then_recovers() {
     let idp = MockIdp::start();
     idp.set_behavior(Behavior::Status(500));
     let cfg = config(json!({}), json!({"jwks_wait_timeout": "1s"}));
-    let stack = Stack::start_with(idp, cfg, 2);
+    let stack = Stack::new(idp, cfg, 2);
     let token = tokens::mint_std("EdDSA", "alice");
     let t = Instant::now();
     let r = stack.get_with_token("/down", &token);

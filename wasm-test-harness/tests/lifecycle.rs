@@ -5,8 +5,9 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use wasm_test_harness::client::{try_http_request, Response};
 use wasm_test_harness::keys::jwks_of;
+use wasm_test_harness::stack::Stack;
 use wasm_test_harness::tokens::{self, mint, sign_raw, std_claims};
-use wasm_test_harness::{envoy, Behavior, EchoUpstream, Envoy, EnvoyOptions, KeyName, MockIdp};
+use wasm_test_harness::{envoy, Behavior, KeyName, MockIdp};
 
 /// The demo config with `remote_jwks` fields and top-level fields replaced.
 fn config(remote: Value, top: Value) -> String {
@@ -27,49 +28,8 @@ fn config(remote: Value, top: Value) -> String {
     cfg.to_string()
 }
 
-struct Stack {
-    idp: MockIdp,
-    echo: EchoUpstream,
-    envoy: Envoy,
-}
-
-impl Stack {
-    fn start(idp: MockIdp, plugin_config: String) -> Stack {
-        let echo = EchoUpstream::start();
-        let opts = EnvoyOptions {
-            plugin_config,
-            idp_port: idp.port(),
-            upstream_port: echo.port(),
-            concurrency: 2,
-            ..EnvoyOptions::default()
-        };
-        let envoy = Envoy::start(opts).unwrap_or_else(|e| panic!("envoy did not start: {e}"));
-        Stack { idp, echo, envoy }
-    }
-
-    fn get(&self, token: &str) -> Response {
-        try_http_request(
-            self.envoy.listen_port(),
-            "GET",
-            "/x",
-            &[("authorization", format!("Bearer {token}").into_bytes())],
-            b"",
-        )
-        .unwrap_or_else(|e| panic!("request: {e}\n{}", self.envoy.log_tail(40)))
-    }
-
-    fn logs_contain(&self, needle: &str) -> bool {
-        self.envoy.wait_for_log(needle, Duration::from_secs(3))
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- envoy log tail ----\n{}", self.envoy.log_tail(60));
-            eprintln!("---- idp saw ----\n{:?}", self.idp.requests());
-        }
-    }
+fn two_workers(idp: MockIdp, plugin_config: String) -> Stack {
+    Stack::new(idp, plugin_config, 2)
 }
 
 fn code(r: &Response) -> String {
@@ -84,12 +44,12 @@ fn good() -> String {
 fn idp_down_at_start_waits_then_fails_closed_and_recovers_by_itself() {
     let idp = MockIdp::start();
     idp.set_behavior(Behavior::Status(503));
-    let stack = Stack::start(
+    let stack = two_workers(
         idp,
         config(json!({}), json!({"jwks_wait_timeout": "1500ms"})),
     );
     let t = Instant::now();
-    let r = stack.get(&good());
+    let r = stack.get_with_token("/x", &good());
     assert_eq!((r.status, code(&r)), (503, "keys_unavailable".to_owned()));
     assert_eq!(r.header("retry-after"), Some("5"));
     assert!(
@@ -98,7 +58,7 @@ fn idp_down_at_start_waits_then_fails_closed_and_recovers_by_itself() {
     );
     // Once fetches keep failing, requests stop waiting: the 503 comes at once.
     let t = Instant::now();
-    let r = stack.get(&good());
+    let r = stack.get_with_token("/x", &good());
     assert_eq!(r.status, 503);
     assert!(
         t.elapsed() < Duration::from_millis(500),
@@ -113,7 +73,7 @@ fn idp_down_at_start_waits_then_fails_closed_and_recovers_by_itself() {
     assert_eq!(stack.echo.count(), 0);
     stack.idp.set_behavior(Behavior::Normal);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while stack.get(&good()).status != 200 {
+    while stack.get_with_token("/x", &good()).status != 200 {
         assert!(
             Instant::now() < deadline,
             "did not recover once the IdP was back"
@@ -129,18 +89,18 @@ fn idp_down_after_start_cached_keys_work_until_max_stale_then_503() {
         json!({"cache_duration": "2s", "max_stale": "3s"}),
         json!({"jwks_wait_timeout": "500ms"}),
     );
-    let stack = Stack::start(MockIdp::start(), cfg);
-    assert_eq!(stack.get(&good()).status, 200);
+    let stack = two_workers(MockIdp::start(), cfg);
+    assert_eq!(stack.get_with_token("/x", &good()).status, 200);
     let up_since = Instant::now();
     stack.idp.set_behavior(Behavior::Status(500));
     // Expiry at ~2 s, max_stale 3 s more: until ~5 s the cached keys keep working.
     while up_since.elapsed() < Duration::from_millis(4300) {
-        let r = stack.get(&good());
+        let r = stack.get_with_token("/x", &good());
         assert_eq!(r.status, 200, "at {:?}: {}", up_since.elapsed(), r.body);
         std::thread::sleep(Duration::from_millis(250));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let r = stack.get(&good());
+    let r = stack.get_with_token("/x", &good());
     assert_eq!(
         (r.status, code(&r)),
         (503, "keys_unavailable".to_owned()),
@@ -164,8 +124,8 @@ fn broken_answers_never_replace_a_good_key_set() {
         json!({"cache_duration": "1s", "max_stale": "60s"}),
         json!({}),
     );
-    let stack = Stack::start(MockIdp::start(), cfg);
-    assert_eq!(stack.get(&good()).status, 200);
+    let stack = two_workers(MockIdp::start(), cfg);
+    assert_eq!(stack.get_with_token("/x", &good()).status, 200);
     let enc_only = json!({"keys": [{"kty": "RSA", "use": "enc", "kid": "enc-x",
         "n": jwks_of(&[KeyName::Rsa2])["keys"][0]["n"], "e": "AQAB"}]});
     type Fault<'a> = (&'a str, Box<dyn Fn(&MockIdp)>, &'a str);
@@ -207,7 +167,7 @@ fn broken_answers_never_replace_a_good_key_set() {
             stack.logs_contain(logged),
             "{name}: failure logged with {logged:?}"
         );
-        let r = stack.get(&good());
+        let r = stack.get_with_token("/x", &good());
         assert_eq!(
             r.status, 200,
             "{name}: the last good key set is still used: {}",
@@ -224,43 +184,43 @@ fn rotation_new_kid_is_fetched_on_demand_and_old_tokens_live_out_their_grace() {
     );
     let idp = MockIdp::start();
     idp.set_jwks(jwks_of(&[KeyName::Rsa1, KeyName::Ec1]));
-    let stack = Stack::start(idp, cfg);
+    let stack = two_workers(idp, cfg);
     let old = mint("RS256", Some("rsa-1"), &std_claims("alice"));
     let new = sign_raw(
         &json!({"alg": "RS256", "kid": "rsa-2"}),
         &std_claims("alice"),
         KeyName::Rsa2,
     );
-    assert_eq!(stack.get(&old).status, 200);
+    assert_eq!(stack.get_with_token("/x", &old).status, 200);
     assert_eq!(stack.idp.jwks_requests(), 1);
     // The IdP rotates: rsa-2 signs, rsa-1 is withdrawn. The first token naming rsa-2 triggers one
     // early refetch and waits for it, so it succeeds at once (no 401 window until the cache expires).
     stack.idp.set_jwks(jwks_of(&[KeyName::Rsa2, KeyName::Ec1]));
-    let r = stack.get(&new);
+    let r = stack.get_with_token("/x", &new);
     assert_eq!(r.status, 200, "new kid: {}", r.body);
     assert_eq!(stack.idp.jwks_requests(), 2, "exactly one early refetch");
     let rotated = Instant::now();
     // Tokens signed with the withdrawn key keep working for the grace period...
     assert_eq!(
-        stack.get(&old).status,
+        stack.get_with_token("/x", &old).status,
         200,
         "old token within the grace period"
     );
     // ...and fail after it (token times have one-second resolution, hence the extra second).
     std::thread::sleep(Duration::from_millis(4300).saturating_sub(rotated.elapsed()));
-    let r = stack.get(&old);
+    let r = stack.get_with_token("/x", &old);
     assert_eq!(
         (r.status, code(&r)),
         (401, "unknown_kid".to_owned()),
         "after the grace period"
     );
-    assert_eq!(stack.get(&new).status, 200);
+    assert_eq!(stack.get_with_token("/x", &new).status, 200);
 }
 
 #[test]
 fn a_random_kid_flood_costs_at_most_the_rate_limited_fetches() {
-    let stack = Stack::start(MockIdp::start(), config(json!({}), json!({})));
-    assert_eq!(stack.get(&good()).status, 200);
+    let stack = two_workers(MockIdp::start(), config(json!({}), json!({})));
+    assert_eq!(stack.get_with_token("/x", &good()).status, 200);
     let port = stack.envoy.listen_port();
     let handles: Vec<_> = (0..60)
         .map(|i| {
@@ -304,9 +264,9 @@ fn a_random_kid_flood_costs_at_most_the_rate_limited_fetches() {
 #[test]
 fn oidc_discovery_is_followed_and_a_mismatched_issuer_is_rejected() {
     let discovery = json!({"http_uri": null, "discovery": {"cluster": "idp", "timeout": "1s"}});
-    let stack = Stack::start(MockIdp::start(), config(discovery.clone(), json!({})));
+    let stack = two_workers(MockIdp::start(), config(discovery.clone(), json!({})));
     assert_eq!(
-        stack.get(&good()).status,
+        stack.get_with_token("/x", &good()).status,
         200,
         "keys found through discovery"
     );
@@ -315,8 +275,8 @@ fn oidc_discovery_is_followed_and_a_mismatched_issuer_is_rejected() {
 
     let idp = MockIdp::start();
     idp.set_discovery_issuer("https://evil.example");
-    let stack = Stack::start(idp, config(discovery, json!({"jwks_wait_timeout": "1s"})));
-    let r = stack.get(&good());
+    let stack = two_workers(idp, config(discovery, json!({"jwks_wait_timeout": "1s"})));
+    let r = stack.get_with_token("/x", &good());
     assert_eq!((r.status, code(&r)), (503, "keys_unavailable".to_owned()));
     assert!(stack.idp.discovery_requests() >= 1);
     assert_eq!(

@@ -4,9 +4,9 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use wasm_test_harness::client::try_http_request;
+use wasm_test_harness::stack::Stack;
 use wasm_test_harness::tokens::{self, mint, sign_raw, std_claims};
-use wasm_test_harness::{EchoUpstream, Envoy, EnvoyOptions, KeyName, MockIdp};
+use wasm_test_harness::KeyName;
 
 fn config(audit: Value) -> String {
     json!({
@@ -36,81 +36,37 @@ fn config(audit: Value) -> String {
     .to_string()
 }
 
-struct Stack {
-    #[allow(dead_code)]
-    idp: MockIdp,
-    #[allow(dead_code)]
-    echo: EchoUpstream,
-    envoy: Envoy,
+/// `name{labels}` → value for every jwt_guard series in /stats/prometheus.
+fn prometheus(stack: &Stack) -> BTreeMap<String, f64> {
+    let text = stack
+        .envoy
+        .admin_get("/stats/prometheus")
+        .expect("stats")
+        .body;
+    text.lines()
+        .filter(|l| l.starts_with("jwt_guard_"))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
 }
 
-impl Stack {
-    fn start(plugin_config: String) -> Stack {
-        let idp = MockIdp::start();
-        let echo = EchoUpstream::start();
-        let opts = EnvoyOptions {
-            plugin_config,
-            idp_port: idp.port(),
-            upstream_port: echo.port(),
-            concurrency: 2,
-            ..EnvoyOptions::default()
-        };
-        let envoy = Envoy::start(opts).unwrap_or_else(|e| panic!("envoy did not start: {e}"));
-        Stack { idp, echo, envoy }
-    }
-
-    fn send(&self, method: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> u16 {
-        let mut headers: Vec<(&str, Vec<u8>)> = extra
-            .iter()
-            .map(|(k, v)| (*k, v.as_bytes().to_vec()))
-            .collect();
-        if let Some(t) = token {
-            headers.push(("authorization", format!("Bearer {t}").into_bytes()));
-        }
-        try_http_request(self.envoy.listen_port(), method, path, &headers, b"")
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-            .status
-    }
-
-    /// `name{labels}` → value for every jwt_guard series in /stats/prometheus.
-    fn prometheus(&self) -> BTreeMap<String, f64> {
-        let text = self
-            .envoy
-            .admin_get("/stats/prometheus")
-            .expect("stats")
-            .body;
-        text.lines()
-            .filter(|l| l.starts_with("jwt_guard_"))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect()
-    }
-
-    fn audit_records(&self) -> Vec<Value> {
-        self.envoy
-            .logs()
-            .lines()
-            .filter_map(|l| {
-                let json = l
-                    .strip_prefix('{')
-                    .map(|_| l)
-                    .or_else(|| l.split_once("audit ").map(|(_, r)| r))?;
-                serde_json::from_str::<Value>(json)
-                    .ok()
-                    .filter(|v| v.get("decision").is_some())
-            })
-            .collect()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- envoy log tail ----\n{}", self.envoy.log_tail(60));
-        }
-    }
+fn audit_records(stack: &Stack) -> Vec<Value> {
+    stack
+        .envoy
+        .logs()
+        .lines()
+        .filter_map(|l| {
+            let json = l
+                .strip_prefix('{')
+                .map(|_| l)
+                .or_else(|| l.split_once("audit ").map(|(_, r)| r))?;
+            serde_json::from_str::<Value>(json)
+                .ok()
+                .filter(|v| v.get("decision").is_some())
+        })
+        .collect()
 }
 
 fn es(extra: Value) -> String {
@@ -127,7 +83,7 @@ fn decisions(route: &str, mode: &str, outcome: &str, reason: &str) -> String {
 
 #[test]
 fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
-    let stack = Stack::start(config(json!({})));
+    let stack = Stack::start(config(json!({})), 2);
     let now = tokens::now() as i64;
     let valid = es(json!({}));
     let scoped = es(json!({"scope": "reports:read", "tenant": "acme"}));
@@ -145,7 +101,9 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
                 sent.push(t.clone());
             }
             assert_eq!(
-                stack.send(method, path, token.map(String::as_str), extra),
+                stack
+                    .send(method, path, token.map(String::as_str), extra)
+                    .status,
                 want,
                 "{method} {path}"
             );
@@ -182,12 +140,12 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
 
     // Histograms reach /stats/prometheus at the next stats flush (1 s in envoy/envoy.yaml).
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut stats = stack.prometheus();
+    let mut stats = prometheus(&stack);
     while stats.get("jwt_guard_decision_latency_us_count{mode=\"shadow\"}") != Some(&5.0)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(200));
-        stats = stack.prometheus();
+        stats = prometheus(&stack);
     }
     let expected: Vec<(String, f64)> = vec![
         (decisions("api", "enforce", "allow", "ok"), 4.0),
@@ -273,10 +231,10 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
     // Audit records: one per decision (preflights are not decisions), stable fields, never a token.
     // Envoy writes access logs in batches; give it a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut records = stack.audit_records();
+    let mut records = audit_records(&stack);
     while records.len() < 16 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        records = stack.audit_records();
+        records = audit_records(&stack);
     }
     assert_eq!(records.len(), 16, "one record per decision");
     let fields = [
@@ -365,23 +323,26 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
 
 #[test]
 fn allow_records_are_sampled_and_denials_always_written() {
-    let stack = Stack::start(config(
-        json!({"allow_sample_rate": 0.0, "log": true, "filter_state": false}),
-    ));
+    let stack = Stack::start(
+        config(json!({"allow_sample_rate": 0.0, "log": true, "filter_state": false})),
+        2,
+    );
     let valid = es(json!({"scope": "reports:read"}));
     for _ in 0..5 {
-        assert_eq!(stack.send("GET", "/api/x", Some(&valid), &[]), 200);
+        assert_eq!(stack.send("GET", "/api/x", Some(&valid), &[]).status, 200);
     }
-    assert_eq!(stack.send("GET", "/api/x", None, &[]), 401);
+    assert_eq!(stack.send("GET", "/api/x", None, &[]).status, 401);
     assert_eq!(
-        stack.send("GET", "/reports/x", Some(&es(json!({}))), &[]),
+        stack
+            .send("GET", "/reports/x", Some(&es(json!({}))), &[])
+            .status,
         200
     );
     assert!(stack
         .envoy
         .wait_for_log("\"reason\":\"insufficient_scope\"", Duration::from_secs(3)));
     std::thread::sleep(Duration::from_millis(1500)); // access logs come in batches, had there been any
-    let records = stack.audit_records();
+    let records = audit_records(&stack);
     let decisions: Vec<&str> = records
         .iter()
         .filter_map(|r| r["decision"].as_str())

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use std::time::Duration;
 use wasm_test_harness::client::{try_http_request, Response};
+use wasm_test_harness::stack::Stack;
 use wasm_test_harness::tokens::{self, encode_parts, mint, sign_raw, std_claims};
 use wasm_test_harness::{
     Behavior, EchoUpstream, Envoy, EnvoyOptions, KeyName, MockIdp, RecordedRequest,
@@ -60,72 +61,6 @@ fn policy_config(top: Value) -> String {
     cfg.to_string()
 }
 
-struct Stack {
-    #[allow(dead_code)]
-    idp: MockIdp,
-    echo: EchoUpstream,
-    envoy: Envoy,
-}
-
-impl Stack {
-    fn start(idp: MockIdp, plugin_config: String) -> Stack {
-        let echo = EchoUpstream::start();
-        let opts = EnvoyOptions {
-            plugin_config,
-            idp_port: idp.port(),
-            upstream_port: echo.port(),
-            concurrency: 2,
-            ..EnvoyOptions::default()
-        };
-        let envoy = Envoy::start(opts).unwrap_or_else(|e| panic!("envoy did not start: {e}"));
-        Stack { idp, echo, envoy }
-    }
-
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> Response {
-        let mut headers: Vec<(&str, Vec<u8>)> = extra
-            .iter()
-            .map(|(k, v)| (*k, v.as_bytes().to_vec()))
-            .collect();
-        if let Some(t) = token {
-            headers.push(("authorization", format!("Bearer {t}").into_bytes()));
-        }
-        try_http_request(self.envoy.listen_port(), method, path, &headers, b"")
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.envoy.log_tail(40)))
-    }
-
-    /// Sends and returns what the upstream saw (None when the request did not reach it).
-    fn through(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> (Response, Option<RecordedRequest>) {
-        let before = self.echo.count();
-        let r = self.send(method, path, token, extra);
-        let seen = if self.echo.count() > before {
-            self.echo.last()
-        } else {
-            None
-        };
-        (r, seen)
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- envoy log tail ----\n{}", self.envoy.log_tail(60));
-        }
-    }
-}
-
 fn claims(extra: Value) -> Value {
     let mut c = std_claims("alice");
     for (k, v) in extra.as_object().expect("object") {
@@ -168,7 +103,7 @@ fn assert_no_spoof(name: &str, seen: &RecordedRequest) {
 
 #[test]
 fn shadow_records_every_would_deny_and_enforce_blocks_it() {
-    let stack = Stack::start(MockIdp::start(), policy_config(json!({})));
+    let stack = Stack::new(MockIdp::start(), policy_config(json!({})), 2);
     let now = tokens::now() as i64;
     let scoped = json!({"scope": "read:items"});
     let with = |extra: Value| {
@@ -290,7 +225,7 @@ fn shadow_records_every_would_deny_and_enforce_blocks_it() {
 
 #[test]
 fn client_identity_headers_never_reach_the_upstream() {
-    let stack = Stack::start(MockIdp::start(), policy_config(json!({})));
+    let stack = Stack::new(MockIdp::start(), policy_config(json!({})), 2);
     let good_no_tenant = es(json!({"tenant": null}));
     let preflight: Vec<(&str, &str)> = SPOOFED
         .iter()
@@ -356,9 +291,10 @@ fn client_identity_headers_never_reach_the_upstream() {
 
 #[test]
 fn claims_become_plain_headers_and_unsafe_values_are_dropped() {
-    let stack = Stack::start(
+    let stack = Stack::new(
         MockIdp::start(),
         policy_config(json!({"max_header_value_bytes": 64})),
+        2,
     );
     let token = es(json!({
         "scp": ["read:items", "write:items"],
@@ -401,7 +337,7 @@ fn claims_become_plain_headers_and_unsafe_values_are_dropped() {
 
 #[test]
 fn scopes_claims_templates_methods_hosts_and_route_names() {
-    let stack = Stack::start(MockIdp::start(), policy_config(json!({})));
+    let stack = Stack::new(MockIdp::start(), policy_config(json!({})), 2);
     let status = |method: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]| {
         stack.send(method, path, token, extra).status
     };
@@ -503,7 +439,7 @@ fn scopes_claims_templates_methods_hosts_and_route_names() {
 fn forward_token_false_removes_the_token_before_the_upstream() {
     let mut cfg: Value = serde_json::from_str(&policy_config(json!({}))).expect("json");
     cfg["providers"]["demo"]["forward_token"] = json!(false);
-    let stack = Stack::start(MockIdp::start(), cfg.to_string());
+    let stack = Stack::new(MockIdp::start(), cfg.to_string(), 2);
     let (r, seen) = stack.through("GET", "/x", Some(&es(json!({}))), &[]);
     assert_eq!(r.status, 200);
     let seen = seen.expect("reached");
@@ -515,7 +451,7 @@ fn forward_token_false_removes_the_token_before_the_upstream() {
 fn idp_down_degraded_rules_pass_flagged_and_the_rest_fail_closed() {
     let idp = MockIdp::start();
     idp.set_behavior(Behavior::Status(503));
-    let stack = Stack::start(idp, policy_config(json!({"jwks_wait_timeout": "500ms"})));
+    let stack = Stack::new(idp, policy_config(json!({"jwks_wait_timeout": "500ms"})), 2);
     let token = es(json!({"scope": "read:items"}));
     let (r, seen) = stack.through("GET", "/degraded/x", Some(&token), SPOOFED);
     assert_eq!(r.status, 200, "{}", r.body);
