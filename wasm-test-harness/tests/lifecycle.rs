@@ -52,9 +52,12 @@ fn idp_down_at_start_waits_then_fails_closed_and_recovers_by_itself() {
     let r = stack.get_with_token("/x", &good());
     assert_eq!((r.status, code(&r)), (503, "keys_unavailable".to_owned()));
     assert_eq!(r.header("retry-after"), Some("5"));
+    // It waited for keys: either the full bound, or until the second failed fetch made waiting
+    // pointless (with Envoy in a container, start-up can take long enough for that to come first).
     assert!(
-        t.elapsed() >= Duration::from_millis(1000),
-        "the first request waited for keys"
+        t.elapsed() >= Duration::from_millis(1000) || stack.idp.jwks_requests() >= 2,
+        "the first request neither waited nor saw failing fetches ({:?})",
+        t.elapsed()
     );
     // Once fetches keep failing, requests stop waiting: the 503 comes at once.
     let t = Instant::now();
