@@ -7,17 +7,18 @@
 //! Identity fields come only from a verified token; they are `null` otherwise.
 
 use crate::rules::path_without_query;
-use sha2::{Digest, Sha256};
 
 /// Longer values are cut (request data must not make records unbounded).
 const MAX_FIELD: usize = 256;
 
 /// First 8 bytes of SHA-256 of the token, as 16 hex digits.
 pub fn token_hash(token: &[u8]) -> String {
-    Sha256::digest(token)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    short_hash(&crate::tokencache::digest(token))
+}
+
+/// First 8 bytes of an already computed SHA-256, as 16 hex digits.
+pub fn short_hash(digest: &crate::tokencache::TokenHash) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` from milliseconds since the Unix epoch (no clock read here).

@@ -10,9 +10,8 @@ use crate::crypto;
 use crate::error::Denial;
 use crate::jwks::{KeyLookup, KeySet};
 use crate::token::UntrustedToken;
-use crate::tokencache::{CachedToken, TokenHash, MAX_TTL_WITHOUT_EXP_SECS};
+use crate::tokencache::{digest, CachedToken, TokenHash, MAX_TTL_WITHOUT_EXP_SECS};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::rc::Rc;
 
 /// What the key cache can say about a provider's keys right now.
@@ -71,6 +70,20 @@ pub fn authenticate(
     keys: &dyn Keys,
     now_secs: u64,
 ) -> Outcome {
+    let digests: Vec<TokenHash> = tokens.iter().map(|t| digest(t)).collect();
+    authenticate_digested(config, requirement, tokens, &digests, keys, now_secs)
+}
+
+/// `authenticate` for callers that already hold each token's SHA-256 (`digests[i]` is that of
+/// `tokens[i]`), so a request hashes its token once.
+pub fn authenticate_digested(
+    config: &Config,
+    requirement: &Requirement,
+    tokens: &[Vec<u8>],
+    digests: &[TokenHash],
+    keys: &dyn Keys,
+    now_secs: u64,
+) -> Outcome {
     if tokens.is_empty() {
         return if requirement.allow_missing {
             Outcome::Allow(None)
@@ -79,8 +92,8 @@ pub fn authenticate(
         };
     }
     let mut identity = None;
-    for token in tokens {
-        match check_token(config, requirement, token, keys, now_secs) {
+    for (token, hash) in tokens.iter().zip(digests) {
+        match check_token(config, requirement, token, *hash, keys, now_secs) {
             Outcome::Allow(Some(v)) => {
                 identity.get_or_insert(v);
             }
@@ -101,10 +114,10 @@ fn check_token(
     config: &Config,
     requirement: &Requirement,
     token: &[u8],
+    hash: TokenHash,
     keys: &dyn Keys,
     now: u64,
 ) -> Outcome {
-    let hash: TokenHash = Sha256::digest(token).into();
     if let Some(outcome) = check_cached(config, requirement, token.len(), &hash, keys, now) {
         return outcome;
     }
@@ -348,7 +361,8 @@ pub fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value
     Some(current)
 }
 
-fn scalar_text(v: &Value) -> Option<String> {
+/// A string, number or boolean claim as text; `None` for null, arrays and objects.
+pub fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

@@ -10,7 +10,7 @@
 //! past the filter before it is decided.
 
 use crate::audit;
-use crate::authenticator::{authenticate, KeyState, Keys, Outcome};
+use crate::authenticator::{authenticate_digested, KeyState, Keys, Outcome};
 use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{Config, JwksSource, Mode, Requirement, Rule};
 use crate::error::Denial;
@@ -22,7 +22,7 @@ use crate::metrics::{self, Kind, Registry};
 use crate::policy;
 use crate::response::deny_response;
 use crate::rules::{self, RequestInfo};
-use crate::tokencache::{CachedToken, TokenCache, TokenHash};
+use crate::tokencache::{digest, CachedToken, TokenCache, TokenHash};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
@@ -83,6 +83,8 @@ struct Waiter {
     context_id: u32,
     rule: RuleRef,
     tokens: Vec<Vec<u8>>,
+    /// SHA-256 of each token, computed once per request.
+    digests: Vec<TokenHash>,
     deadline_ms: u64,
     parked: Rc<Cell<bool>>,
     ctx: ReqCtx,
@@ -331,6 +333,7 @@ impl Vm {
         config: &Config,
         rule: &Rule,
         tokens: &[Vec<u8>],
+        digests: &[TokenHash],
         now_ms: u64,
         may_wait: bool,
     ) -> Outcome {
@@ -343,7 +346,7 @@ impl Vm {
             now_ms,
             may_wait,
         };
-        authenticate(config, requirement, tokens, &keys, now_ms / 1000)
+        authenticate_digested(config, requirement, tokens, digests, &keys, now_ms / 1000)
     }
 
     fn anything_missing(&self, now_ms: u64) -> bool {
@@ -574,7 +577,14 @@ impl Root {
                     decided.push((w, Outcome::Deny(Denial::NoRule)));
                     continue;
                 };
-                match vm.decide(&config, rule, &w.tokens, now, now < w.deadline_ms) {
+                match vm.decide(
+                    &config,
+                    rule,
+                    &w.tokens,
+                    &w.digests,
+                    now,
+                    now < w.deadline_ms,
+                ) {
                     Outcome::Wait(_) => still.push(w),
                     outcome => decided.push((w, outcome)),
                 }
@@ -1002,7 +1012,8 @@ impl HttpContext for Http {
             .filter_map(|&i| config.providers.get(i))
             .flat_map(|p| p.sources.iter());
         let tokens = extract(sources, &all);
-        ctx.token_hash = tokens.first().map(|t| audit::token_hash(t));
+        let digests: Vec<TokenHash> = tokens.iter().map(|t| digest(t)).collect();
+        ctx.token_hash = digests.first().map(audit::short_hash);
         if !scrub_token(&config, requirement, &info.path, &all) {
             let plan = policy::Plan {
                 respond: Some(Denial::Internal),
@@ -1013,7 +1024,8 @@ impl HttpContext for Http {
             carry_out(&config, &telemetry, rule, plan, &ctx);
             return Action::Pause;
         }
-        let now = now_ms();
+        // The clock was read when the request arrived; no second host call for it.
+        let now = (start_ns / 1_000_000) as u64;
         let outcome = {
             let mut vm = self.vm.borrow_mut();
             // Within the refresh window (or without keys) a small shared-data read per request lets
@@ -1026,7 +1038,7 @@ impl HttpContext for Http {
             {
                 vm.sync_all();
             }
-            vm.decide(&config, rule, &tokens, now, true)
+            vm.decide(&config, rule, &tokens, &digests, now, true)
         };
         if let Outcome::Wait(_) = outcome {
             self.parked.set(true);
@@ -1034,6 +1046,7 @@ impl HttpContext for Http {
                 context_id: self.context_id,
                 rule: RuleRef::of(&config, rule),
                 tokens,
+                digests,
                 deadline_ms: now + config.jwks_wait_timeout_ms,
                 parked: self.parked.clone(),
                 ctx,

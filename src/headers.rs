@@ -12,7 +12,7 @@
 //! - `token_scrub`: where the token must be removed before forwarding: the provider's header or
 //!   cookie when `forward_token` is false, and a query-parameter token always (URLs end up in logs).
 
-use crate::authenticator::{claim, granted_scopes};
+use crate::authenticator::{claim, granted_scopes, scalar_text};
 use crate::config::{Config, Provider, Requirement, TokenSource};
 use serde_json::{Map, Value};
 
@@ -50,25 +50,17 @@ impl Dropped {
 }
 
 fn text(v: &Value, sep: &str) -> Result<Option<String>, &'static str> {
-    Ok(Some(match v {
-        Value::Null => return Ok(None),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Array(items) => {
-            let mut parts = Vec::with_capacity(items.len());
-            for item in items {
-                match item {
-                    Value::String(s) => parts.push(s.clone()),
-                    Value::Number(n) => parts.push(n.to_string()),
-                    Value::Bool(b) => parts.push(b.to_string()),
-                    _ => return Err("array holds objects or arrays"),
-                }
-            }
-            parts.join(sep)
-        }
-        Value::Object(_) => return Err("claim is an object"),
-    }))
+    match v {
+        Value::Null => Ok(None),
+        Value::Object(_) => Err("claim is an object"),
+        Value::Array(items) => items
+            .iter()
+            .map(scalar_text)
+            .collect::<Option<Vec<String>>>()
+            .map(|parts| Some(parts.join(sep)))
+            .ok_or("array holds objects or arrays"),
+        scalar => Ok(scalar_text(scalar)),
+    }
 }
 
 pub fn identity_headers(

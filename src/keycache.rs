@@ -258,10 +258,7 @@ impl ProviderCache {
 
     /// True when fetches keep failing and no usable keys are left: waiting would only delay the 503.
     pub fn failing(&self, store: &dyn SharedStore) -> bool {
-        store
-            .get(&self.lease_key())
-            .and_then(|(v, _)| decode::<Lease>(&v))
-            .is_some_and(|l| l.failures >= FAILURES_BEFORE_FAST_FAIL)
+        self.failures(store) >= FAILURES_BEFORE_FAST_FAIL
     }
 
     /// Consecutive failed fetches so far (0 after a success).
@@ -404,10 +401,7 @@ impl ProviderCache {
     /// Records a failed fetch: the lease stays closed for an exponential backoff (1 s, 2 s, 4 s …
     /// up to 30 s) so neither this VM nor another hammers a failing IdP. Returns the backoff.
     pub fn record_failure(&self, store: &dyn SharedStore, holder: u64, now_ms: u64) -> u64 {
-        let failures = store
-            .get(&self.lease_key())
-            .and_then(|(v, _)| decode::<Lease>(&v))
-            .map_or(0, |l| l.failures);
+        let failures = self.failures(store);
         let backoff = (1_000u64 << failures.min(5)).min(MAX_BACKOFF_MS);
         self.release(
             store,

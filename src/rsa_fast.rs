@@ -119,34 +119,40 @@ where
 }
 
 impl RsaKey {
-    /// Builds a key from big-endian `n` and `e`; `None` unless 2048 ≤ bits(n) ≤ 4096, n odd, and
-    /// 3 ≤ e < 2^33 odd (the bounds the `rsa` crate also enforces).
-    pub fn new(n: &[u8], e: &[u8]) -> Option<RsaKey> {
+    /// Builds a key from big-endian `n` and `e`. Refused, with the reason: a modulus outside
+    /// 2048..=4096 bits or even, and `e` not odd in 3..2^33 (the bounds the `rsa` crate enforces).
+    pub fn new(n: &[u8], e: &[u8]) -> Result<RsaKey, &'static str> {
         let n = strip_zeros(n);
         let e_bytes = strip_zeros(e);
-        if n.is_empty() || e_bytes.is_empty() || e_bytes.len() > 8 {
-            return None;
+        let mod_bits = match n.first() {
+            Some(top) => n.len() * 8 - top.leading_zeros() as usize,
+            None => 0,
+        };
+        if !(2048..=4096).contains(&mod_bits) {
+            return Err("RSA modulus size outside 2048..=4096 bits");
+        }
+        if n[n.len() - 1].is_multiple_of(2) {
+            return Err("bad RSA key");
+        }
+        if e_bytes.is_empty() || e_bytes.len() > 8 {
+            return Err("bad RSA key");
         }
         let e = e_bytes
             .iter()
             .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
         if e < 3 || e.is_multiple_of(2) || e >= 1 << 33 {
-            return None;
-        }
-        let mod_bits = n.len() * 8 - n[0].leading_zeros() as usize;
-        if !(2048..=4096).contains(&mod_bits) || n[n.len() - 1].is_multiple_of(2) {
-            return None;
+            return Err("bad RSA key");
         }
         let params = if mod_bits <= 2048 {
-            Params::B2048(Box::new(DynResidueParams::new(&uint_from_be::<
-                { U2048::LIMBS },
-            >(n)?)))
+            Params::B2048(Box::new(DynResidueParams::new(
+                &uint_from_be::<{ U2048::LIMBS }>(n).ok_or("bad RSA key")?,
+            )))
         } else {
-            Params::B4096(Box::new(DynResidueParams::new(&uint_from_be::<
-                { U4096::LIMBS },
-            >(n)?)))
+            Params::B4096(Box::new(DynResidueParams::new(
+                &uint_from_be::<{ U4096::LIMBS }>(n).ok_or("bad RSA key")?,
+            )))
         };
-        Some(RsaKey {
+        Ok(RsaKey {
             params,
             k: n.len(),
             mod_bits,

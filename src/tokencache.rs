@@ -12,6 +12,12 @@ use std::rc::Rc;
 
 pub type TokenHash = [u8; 32];
 
+/// The SHA-256 of a presented token: the cache key, and (shortened) the audit record's `token_hash`.
+pub fn digest(token: &[u8]) -> TokenHash {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token).into()
+}
+
 /// Tokens without `exp` (where the provider allows that) stay at most this long.
 pub const MAX_TTL_WITHOUT_EXP_SECS: u64 = 300;
 
@@ -165,28 +171,14 @@ mod tests {
         off.insert(h(1), entry(1_000));
         assert!(off.is_empty());
     }
-}
-
-#[cfg(test)]
-mod grace_tests {
-    use super::*;
 
     #[test]
     fn a_withdrawn_key_caps_its_entries_at_the_grace_deadline() {
         let mut c = TokenCache::new(4);
-        let e = CachedToken {
-            provider: 0,
-            alg: Alg::ES256,
-            kid: None,
-            claims: Rc::new(Map::new()),
-            key_raw: Rc::new(Value::Null),
-            key_gen: 1,
-            expires_at: 1_000,
-        };
-        c.insert([7; 32], e);
+        c.insert(h(7), entry(1_000));
         // Generation 2 still lists the key, but as withdrawn until t=500.
-        c.refresh_gen(&[7; 32], 2, Some(500));
-        assert!(c.get(&[7; 32], 499).is_some_and(|e| e.key_gen == 2));
-        assert!(c.get(&[7; 32], 500).is_none());
+        c.refresh_gen(&h(7), 2, Some(500));
+        assert!(c.get(&h(7), 499).is_some_and(|e| e.key_gen == 2));
+        assert!(c.get(&h(7), 500).is_none());
     }
 }
