@@ -20,6 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use crate::args::Args;
 use crate::client::try_http_request;
 use crate::envoy::{envoy_bin, pick_free_port, render, repo_root, tail, wasm_path};
 use crate::keys::{jwks_of, KeyName};
@@ -74,55 +75,17 @@ const DEFAULT_WARMUP_S: u64 = 1;
 
 /// Parse `bench` arguments (`--name value` / `--name=value`), with BENCH_ROUNDS / BENCH_DURATION fallbacks.
 pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
-    let mut flags: BTreeMap<String, String> = BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let Some(name) = a.strip_prefix("--") else {
-            return Err(format!("unexpected argument {a:?}"));
-        };
-        if name == "help" {
-            return Err(String::new());
-        }
-        let (name, value) = match name.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => (
-                name.to_string(),
-                it.next()
-                    .ok_or_else(|| format!("--{name} needs a value"))?
-                    .clone(),
-            ),
-        };
-        if ![
-            "rounds",
-            "duration",
-            "connections",
-            "tokens",
-            "warmup",
-            "out",
-            "wasm",
-            "floor-wasm",
-        ]
-        .contains(&name.as_str())
-        {
-            return Err(format!("unknown option --{name}"));
-        }
-        flags.insert(name, value);
-    }
-    let get = |name: &str, env: Option<&str>| -> Option<String> {
-        flags.get(name).cloned().or_else(|| {
-            env.and_then(|e| std::env::var(e).ok())
-                .filter(|v| !v.trim().is_empty())
-        })
-    };
-    fn num<T: std::str::FromStr>(name: &str, v: Option<String>, default: T) -> Result<T, String> {
-        match v {
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| format!("--{name}: not a number: {v:?}")),
-            None => Ok(default),
-        }
-    }
+    let args = Args::parse(args)?;
+    args.check_known(&[
+        "rounds",
+        "duration",
+        "connections",
+        "tokens",
+        "warmup",
+        "out",
+        "wasm",
+        "floor-wasm",
+    ])?;
     let resolve = |p: String| {
         let p = PathBuf::from(p);
         if p.is_absolute() {
@@ -132,25 +95,21 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
         }
     };
     let opts = BenchOptions {
-        rounds: num(
-            "rounds",
-            get("rounds", Some("BENCH_ROUNDS")),
-            DEFAULT_ROUNDS,
-        )?,
-        duration_s: num(
-            "duration",
-            get("duration", Some("BENCH_DURATION")),
-            DEFAULT_DURATION_S,
-        )?,
-        connections: num("connections", get("connections", None), DEFAULT_CONNECTIONS)?,
-        tokens: num("tokens", get("tokens", None), DEFAULT_TOKENS)?,
-        warmup_s: num("warmup", get("warmup", None), DEFAULT_WARMUP_S)?,
-        out: resolve(get("out", None).unwrap_or_else(|| "target/bench/bench.json".into())),
-        wasm: get("wasm", Some("WASM"))
+        rounds: args.num("rounds", Some("BENCH_ROUNDS"), DEFAULT_ROUNDS)?,
+        duration_s: args.num("duration", Some("BENCH_DURATION"), DEFAULT_DURATION_S)?,
+        connections: args.num("connections", None, DEFAULT_CONNECTIONS)?,
+        tokens: args.num("tokens", None, DEFAULT_TOKENS)?,
+        warmup_s: args.num("warmup", None, DEFAULT_WARMUP_S)?,
+        out: resolve(
+            args.get("out", None)
+                .unwrap_or_else(|| "target/bench/bench.json".into()),
+        ),
+        wasm: args
+            .get("wasm", Some("WASM"))
             .map(resolve)
             .unwrap_or_else(wasm_path),
         floor_wasm: resolve(
-            get("floor-wasm", Some("WASM_FLOOR"))
+            args.get("floor-wasm", Some("WASM_FLOOR"))
                 .unwrap_or_else(|| "target/wasm32-wasip1/release/wasm_floor.wasm".into()),
         ),
     };

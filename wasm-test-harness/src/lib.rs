@@ -7,6 +7,7 @@
 //! - [`envoy`]: renders a bootstrap template and runs a real Envoy.
 //! - [`client`]: raw HTTP/1.1 client that can send any header bytes.
 
+pub mod args;
 pub mod bench;
 pub mod check;
 pub mod client;

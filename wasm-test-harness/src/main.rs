@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use wasm_test_harness::args::Args;
 use wasm_test_harness::envoy::{self, Envoy, EnvoyOptions};
 use wasm_test_harness::{tokens, EchoUpstream, MockIdp};
 
@@ -26,74 +27,6 @@ usage:
   wasm-test-harness bench [--rounds N] [--duration SECS] [--connections N] [--tokens N] [--warmup SECS] [--out PATH]
       Throughput/latency of jwt-guard vs Envoy's jwt_authn and a wasm floor with wrk (`make bench`, bench/README.md).
 ";
-
-/// Parsed `--name value` flags with environment fallbacks.
-struct Args {
-    flags: Vec<(String, String)>,
-}
-
-impl Args {
-    fn parse(args: &[String]) -> Result<Args, String> {
-        let mut flags = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let Some(name) = a.strip_prefix("--") else {
-                return Err(format!("unexpected argument {a:?}"));
-            };
-            if name == "help" {
-                return Err(String::new());
-            }
-            let (name, value) = match name.split_once('=') {
-                Some((n, v)) => (n.to_string(), v.to_string()),
-                None => (
-                    name.to_string(),
-                    it.next()
-                        .ok_or_else(|| format!("--{name} needs a value"))?
-                        .clone(),
-                ),
-            };
-            flags.push((name, value));
-        }
-        Ok(Args { flags })
-    }
-
-    fn get(&self, name: &str, env: Option<&str>) -> Option<String> {
-        self.flags
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| {
-                env.and_then(|e| std::env::var(e).ok())
-                    .filter(|v| !v.is_empty())
-            })
-    }
-
-    fn num<T: std::str::FromStr>(
-        &self,
-        name: &str,
-        env: Option<&str>,
-        default: T,
-    ) -> Result<T, String> {
-        match self.get(name, env) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("--{name}: not a number: {v:?}")),
-            None => Ok(default),
-        }
-    }
-
-    fn check_known(&self, known: &[&str]) -> Result<(), String> {
-        match self
-            .flags
-            .iter()
-            .find(|(n, _)| !known.contains(&n.as_str()))
-        {
-            Some((n, _)) => Err(format!("unknown option --{n}")),
-            None => Ok(()),
-        }
-    }
-}
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
