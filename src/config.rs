@@ -205,13 +205,17 @@ pub struct Config {
     /// Whether any rule matches on Envoy's route name (the filter then reads `xds.route_name`).
     pub uses_route_names: bool,
     pub allow_cors_preflight: bool,
-    /// Client headers with these (lowercase) prefixes are removed before anything else.
+    /// Client headers with these prefixes (in `headers::header_key` form) are removed before
+    /// anything else.
     pub strip_header_prefixes: Vec<String>,
-    /// Every header the filter itself may set; also removed from every client request.
+    /// Every header the filter itself may set (in `header_key` form); also removed from every client
+    /// request, in any spelling.
     pub managed_headers: Vec<String>,
     /// Headers that carry tokens (`from_headers`): never stripped as identity headers, since the
-    /// filter must still read (and verify) what the client presents there.
+    /// filter must still read (and verify) what the client presents there. In `header_key` form.
     pub token_headers: Vec<String>,
+    /// Whether any rule matches on hosts (a `Host` that is not a host name is then refused).
+    pub uses_hosts: bool,
     /// Claim values longer than this are not written into headers.
     pub max_header_value_bytes: usize,
     pub audit: Audit,
@@ -539,6 +543,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         }),
     };
     let uses_route_names = rules.iter().any(|r| r.matcher.route_name.is_some());
+    let uses_hosts = rules.iter().any(|r| !r.matcher.hosts.is_empty());
     let strip_header_prefixes = match &raw.strip_header_prefixes {
         None => vec![
             "x-user-".to_owned(),
@@ -548,7 +553,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(list) => {
             let mut out = Vec::new();
             for (i, p) in list.iter().enumerate() {
-                let p = p.to_ascii_lowercase();
+                let p = crate::headers::header_key(p);
                 if p.len() < 3 || !is_header_name(&p) {
                     return Err(err(
                         format!("strip_header_prefixes[{i}]"),
@@ -560,11 +565,13 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             out
         }
     };
+    // Compared in `header_key` form: every spelling a backend reads as the same header.
     let mut managed_headers = vec![SHADOW_HEADER.to_owned(), DEGRADED_HEADER.to_owned()];
     for p in &providers {
         for ch in &p.claim_to_headers {
-            if !managed_headers.contains(&ch.header) {
-                managed_headers.push(ch.header.clone());
+            let key = crate::headers::header_key(&ch.header);
+            if !managed_headers.contains(&key) {
+                managed_headers.push(key);
             }
         }
     }
@@ -572,6 +579,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     for p in &providers {
         for source in &p.sources {
             if let TokenSource::Header { name, .. } = source {
+                let name = &crate::headers::header_key(name);
                 if managed_headers.contains(name) {
                     return Err(err(
                         format!("providers.{}.from_headers", p.name),
@@ -652,6 +660,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         strip_header_prefixes,
         managed_headers,
         token_headers,
+        uses_hosts,
         max_header_value_bytes,
         audit,
         token_cache_size,
@@ -704,20 +713,27 @@ fn compile_match(f: &str, m: &RawMatch) -> Result<Matcher, ConfigError> {
     }
     let mut hosts = Vec::new();
     for (i, host) in m.hosts.iter().flatten().enumerate() {
-        let h = host.to_ascii_lowercase();
-        let bare = h.strip_prefix("*.").unwrap_or(&h);
-        if bare.is_empty()
-            || bare.contains('*')
-            || !bare
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        {
+        let (wildcard, bare) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host.as_str()),
+        };
+        // The same normal form as request hosts (`rules::normalize_host`): lowercase, one trailing
+        // dot dropped, no empty label.
+        let normal = (!bare.contains([':', '[', '*']))
+            .then(|| crate::rules::normalize_host(bare.as_bytes()))
+            .flatten()
+            .and_then(|h| String::from_utf8(h).ok());
+        let Some(normal) = normal else {
             return Err(err(
                 format!("{f}.hosts[{i}]"),
                 "must be a host name, optionally starting with *. (no port)",
             ));
-        }
-        hosts.push(h);
+        };
+        hosts.push(if wildcard {
+            format!("*.{normal}")
+        } else {
+            normal
+        });
     }
     if let Some(name) = &m.route_name {
         if name.is_empty() {
@@ -1102,10 +1118,14 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
                         "must not be empty",
                     ));
                 }
-                if out.iter().any(|x| x.header == header) {
+                let key = crate::headers::header_key(&header);
+                if out
+                    .iter()
+                    .any(|x| crate::headers::header_key(&x.header) == key)
+                {
                     return Err(err(
                         format!("{f}.claim_to_headers[{i}].header"),
-                        "is mapped twice",
+                        "is mapped twice (names compare without case, with '_' as '-')",
                     ));
                 }
                 out.push(ClaimHeader {

@@ -7,6 +7,9 @@ use std::fmt;
 pub enum Denial {
     /// No token in any configured location.
     Missing,
+    /// The request itself is unusable (RFC 6750 §3.1 `invalid_request`): more than one token
+    /// presented, or a `Host` that is not a host name where host rules decide.
+    InvalidRequest(&'static str),
     /// Not a compact JWS: segment count, base64url, JSON, non-ASCII bytes, types of standard claims.
     Malformed(&'static str),
     /// Larger than the provider's `max_token_bytes`.
@@ -46,6 +49,7 @@ impl Denial {
     pub fn code(&self) -> &'static str {
         match self {
             Denial::Missing => "missing",
+            Denial::InvalidRequest(_) => "invalid_request",
             Denial::Malformed(_) => "malformed",
             Denial::Oversized => "oversized",
             Denial::AlgNotAllowed => "alg_not_allowed",
@@ -71,6 +75,7 @@ impl Denial {
     pub fn description(&self) -> &'static str {
         match self {
             Denial::Missing => "no bearer token",
+            Denial::InvalidRequest(what) => what,
             Denial::Malformed(what) => what,
             Denial::Oversized => "token too large",
             Denial::AlgNotAllowed => "algorithm not allowed",

@@ -1,12 +1,38 @@
-//! Finds the tokens a request presents in the configured places (header with prefix, query parameter,
+//! Finds the token a request presents in the configured places (header with prefix, query parameter,
 //! cookie). Works on raw bytes: a header that is not UTF-8 still yields a "token" that the parser then
 //! rejects as malformed, rather than being mistaken for "no token".
+//!
+//! Names are compared the way backends read them (`headers::header_key`, `headers::param_key`), so a
+//! token in another spelling (`x_api_token`, `access%5Ftoken`, `ACCESS_TOKEN`) is still a token the
+//! filter sees. **One token per request** (RFC 6750 §2: a client uses one method): a request that
+//! presents more than one — two `Authorization` headers, a header and a query parameter, a parameter
+//! or cookie repeated — is `invalid_request` (RFC 6750 §3.1), whatever the values. Any other rule
+//! (first wins, last wins, header over query) can be gamed by ordering, because the product behind
+//! may read another one than the filter checked.
 
 use crate::config::TokenSource;
+use crate::error::Denial;
+use crate::headers::{header_key, param_key, percent_decode};
 
 /// The request as the extractor sees it; implemented over proxy-wasm in `filter` and by maps in tests.
 pub trait RequestView {
+    /// The header `name` (lowercase, exact), repeated values joined (`; ` for cookies, `, ` else).
     fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Every occurrence, each on its own, of the headers whose `header_key` is `key`.
+    fn header_values(&self, key: &str) -> Vec<Vec<u8>>;
+}
+
+/// Whether header name `name` is `key` (a `header_key`) in some spelling; no allocation.
+pub fn is_header(name: &str, key: &str) -> bool {
+    name.len() == key.len()
+        && name.bytes().zip(key.bytes()).all(|(n, k)| {
+            let n = if n == b'_' {
+                b'-'
+            } else {
+                n.to_ascii_lowercase()
+            };
+            n == k
+        })
 }
 
 fn trim(mut v: &[u8]) -> &[u8] {
@@ -28,74 +54,114 @@ fn strip_prefix_ci<'a>(value: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
     }
 }
 
-fn from_query(path: &[u8], param: &str) -> Option<Vec<u8>> {
-    let q = path
-        .iter()
-        .position(|b| *b == b'?')
-        .map(|i| &path[i + 1..])?;
+/// Values of the query parameters whose `param_key` is in `keys`, percent-decoded.
+fn from_query(path: &[u8], keys: &[Vec<u8>], found: &mut Vec<Vec<u8>>) {
+    let Some(q) = path.iter().position(|b| *b == b'?').map(|i| &path[i + 1..]) else {
+        return;
+    };
     let q = q.split(|b| *b == b'#').next().unwrap_or(q);
-    q.split(|b| *b == b'&').find_map(|pair| {
+    for pair in q.split(|b| *b == b'&') {
         let mut kv = pair.splitn(2, |b| *b == b'=');
-        let k = kv.next()?;
-        (k == param.as_bytes()).then(|| kv.next().unwrap_or_default().to_vec())
-    })
+        let key = kv.next().unwrap_or_default();
+        if keys.contains(&param_key(key)) {
+            found.push(percent_decode(kv.next().unwrap_or_default()));
+        }
+    }
 }
 
-fn from_cookie(header: &[u8], name: &str) -> Option<Vec<u8>> {
-    header.split(|b| *b == b';').find_map(|c| {
-        let c = trim(c);
-        let mut kv = c.splitn(2, |b| *b == b'=');
-        let k = kv.next()?;
-        (k == name.as_bytes()).then(|| trim(kv.next().unwrap_or_default()).to_vec())
-    })
+fn from_cookies(header: &[u8], keys: &[Vec<u8>], found: &mut Vec<Vec<u8>>) {
+    for c in header.split(|b| *b == b';') {
+        let mut kv = trim(c).splitn(2, |b| *b == b'=');
+        let key = trim(kv.next().unwrap_or_default());
+        if keys.contains(&param_key(key)) {
+            found.push(percent_decode(trim(kv.next().unwrap_or_default())));
+        }
+    }
 }
 
-/// Distinct tokens found in `sources`, in source order. An empty result means "no token presented".
+/// The token presented in `sources`: `Ok(None)` when there is none, `invalid_request` when there is
+/// more than one (see the module note).
 pub fn extract<'a>(
     sources: impl IntoIterator<Item = &'a TokenSource>,
     req: &dyn RequestView,
-) -> Vec<Vec<u8>> {
-    let mut found: Vec<Vec<u8>> = Vec::new();
-    let mut cookie: Option<Option<Vec<u8>>> = None;
-    let mut path: Option<Option<Vec<u8>>> = None;
+) -> Result<Option<Vec<u8>>, Denial> {
+    let mut headers: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut params: Vec<Vec<u8>> = Vec::new();
+    let mut cookies: Vec<Vec<u8>> = Vec::new();
     for source in sources {
-        let token = match source {
-            TokenSource::Header { name, prefix } => req.header(name).and_then(|v| {
-                let v = trim(&v);
-                if prefix.is_empty() {
-                    Some(v.to_vec())
-                } else {
-                    // Another scheme in the same header (e.g. Basic) is not a token of ours.
-                    strip_prefix_ci(v, prefix).map(|t| trim(t).to_vec())
+        match source {
+            TokenSource::Header { name, prefix } => {
+                let key = header_key(name);
+                match headers.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, prefixes)) => prefixes.push(prefix),
+                    None => headers.push((key, vec![prefix])),
                 }
-            }),
-            TokenSource::Param(p) => path
-                .get_or_insert_with(|| req.header(":path"))
-                .as_deref()
-                .and_then(|path| from_query(path, p)),
-            TokenSource::Cookie(c) => cookie
-                .get_or_insert_with(|| req.header("cookie"))
-                .as_deref()
-                .and_then(|h| from_cookie(h, c)),
-        };
-        if let Some(t) = token {
-            if !found.contains(&t) {
-                found.push(t);
+            }
+            TokenSource::Param(p) => params.push(param_key(p.as_bytes())),
+            TokenSource::Cookie(c) => cookies.push(param_key(c.as_bytes())),
+        }
+    }
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    for (key, prefixes) in &headers {
+        for value in req.header_values(key) {
+            let value = trim(&value);
+            // The first source whose prefix fits reads this occurrence; another scheme in the same
+            // header (e.g. Basic) and a bare scheme are no token of ours.
+            // A raw header (no prefix) presents whatever it holds, even nothing (then malformed).
+            let token = prefixes.iter().find_map(|prefix| {
+                if prefix.is_empty() {
+                    Some(value)
+                } else {
+                    strip_prefix_ci(value, prefix)
+                        .map(trim)
+                        .filter(|t| !t.is_empty())
+                }
+            });
+            if let Some(t) = token {
+                found.push(t.to_vec());
             }
         }
     }
-    found
+    if !params.is_empty() {
+        if let Some(path) = req.header(":path") {
+            from_query(&path, &params, &mut found);
+        }
+    }
+    if !cookies.is_empty() {
+        if let Some(cookie) = req.header("cookie") {
+            from_cookies(&cookie, &cookies, &mut found);
+        }
+    }
+    if found.len() > 1 {
+        return Err(Denial::InvalidRequest(
+            "more than one token in the request (use exactly one place, once)",
+        ));
+    }
+    Ok(found.pop())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    struct Req(HashMap<&'static str, Vec<u8>>);
+    /// Headers in arrival order, as Envoy hands them over (lowercase names, repeats kept).
+    struct Req(Vec<(&'static str, Vec<u8>)>);
     impl RequestView for Req {
         fn header(&self, name: &str) -> Option<Vec<u8>> {
-            self.0.get(name).cloned()
+            let values: Vec<&[u8]> = self
+                .0
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_slice())
+                .collect();
+            (!values.is_empty()).then(|| values.join(&b"; "[..]))
+        }
+        fn header_values(&self, key: &str) -> Vec<Vec<u8>> {
+            self.0
+                .iter()
+                .filter(|(n, _)| is_header(n, key))
+                .map(|(_, v)| v.clone())
+                .collect()
         }
     }
     fn req(h: &[(&'static str, &[u8])]) -> Req {
@@ -107,60 +173,119 @@ mod tests {
             prefix: "Bearer ".into(),
         }
     }
+    fn one(t: &[u8]) -> Result<Option<Vec<u8>>, Denial> {
+        Ok(Some(t.to_vec()))
+    }
+    fn several(r: Result<Option<Vec<u8>>, Denial>) -> bool {
+        matches!(r, Err(Denial::InvalidRequest(_)))
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_trimmed() {
         for v in [&b"Bearer abc"[..], b"bearer abc", b"BEARER   abc  "] {
             assert_eq!(
                 extract([&bearer()], &req(&[("authorization", v)])),
-                vec![b"abc".to_vec()]
+                one(b"abc")
             );
         }
     }
 
     #[test]
     fn other_schemes_and_absent_headers_are_no_token() {
-        assert!(extract(
-            [&bearer()],
-            &req(&[("authorization", b"Basic Zm9vOmJhcg==")])
-        )
-        .is_empty());
-        assert!(extract([&bearer()], &req(&[])).is_empty());
+        let basic = req(&[("authorization", b"Basic Zm9vOmJhcg==")]);
+        assert_eq!(extract([&bearer()], &basic), Ok(None));
+        assert_eq!(extract([&bearer()], &req(&[])), Ok(None));
     }
 
     #[test]
     fn bare_scheme_is_no_token_and_non_utf8_is_a_presented_token() {
-        assert!(extract([&bearer()], &req(&[("authorization", b"Bearer ")])).is_empty());
+        assert_eq!(
+            extract([&bearer()], &req(&[("authorization", b"Bearer ")])),
+            Ok(None)
+        );
         let raw = b"Bearer \xff\xfe.x.y";
         assert_eq!(
             extract([&bearer()], &req(&[("authorization", raw)])),
-            vec![b"\xff\xfe.x.y".to_vec()]
+            one(b"\xff\xfe.x.y")
         );
     }
 
     #[test]
-    fn query_and_cookie_sources() {
+    fn query_and_cookie_sources_in_every_spelling() {
         let p = TokenSource::Param("access_token".into());
         let c = TokenSource::Cookie("session".into());
-        let r = req(&[
-            (":path", b"/a?x=1&access_token=tok1#frag"),
-            ("cookie", b"a=b; session=tok2"),
-        ]);
-        assert_eq!(
-            extract([&p, &c], &r),
-            vec![b"tok1".to_vec(), b"tok2".to_vec()]
-        );
+        let r = req(&[(":path", b"/a?x=1&access_token=tok1#frag")]);
+        assert_eq!(extract([&p, &c], &r), one(b"tok1"));
+        let r = req(&[("cookie", b"a=b; session=tok2")]);
+        assert_eq!(extract([&p, &c], &r), one(b"tok2"));
+        for path in [
+            &b"/a?access%5Ftoken=t%2Ek"[..],
+            b"/a?ACCESS_TOKEN=t.k",
+            b"/a?access.token=t.k",
+        ] {
+            assert_eq!(extract([&p], &req(&[(":path", path)])), one(b"t.k"));
+        }
         let r = req(&[(":path", b"/a?access_tokenx=1"), ("cookie", b"sessionx=1")]);
-        assert!(extract([&p, &c], &r).is_empty());
+        assert_eq!(extract([&p, &c], &r), Ok(None));
     }
 
     #[test]
-    fn the_same_token_in_two_places_counts_once() {
-        let h2 = TokenSource::Header {
-            name: "x-token".into(),
+    fn a_header_token_in_another_spelling_is_still_a_token() {
+        let x = TokenSource::Header {
+            name: "x-api-token".into(),
             prefix: String::new(),
         };
-        let r = req(&[("authorization", b"Bearer t"), ("x-token", b"t")]);
-        assert_eq!(extract([&bearer(), &h2], &r), vec![b"t".to_vec()]);
+        assert_eq!(extract([&x], &req(&[("x_api_token", b"t")])), one(b"t"));
+        assert!(several(extract(
+            [&x],
+            &req(&[("x-api-token", b"t"), ("x_api_token", b"u")])
+        )));
+    }
+
+    #[test]
+    fn more_than_one_token_is_invalid_request_whatever_the_order_or_values() {
+        let p = TokenSource::Param("access_token".into());
+        let c = TokenSource::Cookie("session".into());
+        let sources = [&bearer(), &p, &c];
+        let cases: Vec<Req> = vec![
+            req(&[
+                ("authorization", b"Bearer a"),
+                ("authorization", b"Bearer b"),
+            ]),
+            req(&[
+                ("authorization", b"Bearer a"),
+                ("authorization", b"Bearer a"),
+            ]),
+            req(&[(":path", b"/?access_token=a&access_token=b")]),
+            req(&[(":path", b"/?access_token=b&access_token=a")]),
+            req(&[(":path", b"/?access_token=a&Access_Token=a")]),
+            req(&[
+                ("authorization", b"Bearer a"),
+                (":path", b"/?access_token=a"),
+            ]),
+            req(&[("authorization", b"Bearer a"), ("cookie", b"session=b")]),
+            req(&[("cookie", b"session=a; session=b")]),
+            req(&[("cookie", b"session=a"), ("cookie", b"session=b")]),
+        ];
+        for r in &cases {
+            assert!(several(extract(sources, r)), "{:?}", r.0);
+        }
+        // A Basic credential next to a Bearer token is not a second token of ours.
+        let r = req(&[
+            ("authorization", b"Basic x"),
+            ("authorization", b"Bearer a"),
+        ]);
+        assert_eq!(extract(sources, &r), one(b"a"));
+    }
+
+    #[test]
+    fn two_sources_reading_one_place_count_it_once() {
+        assert_eq!(
+            extract(
+                [&bearer(), &bearer()],
+                &req(&[("authorization", b"Bearer t")])
+            ),
+            one(b"t")
+        );
     }
 }

@@ -12,16 +12,15 @@
 use crate::audit;
 use crate::authenticator::{authenticate_digested, KeyState, Keys, Outcome};
 use crate::config::AUDIT_FILTER_STATE;
-use crate::config::{Config, JwksSource, Mode, Requirement, Rule};
+use crate::config::{Config, JwksSource, Mode, Rule};
 use crate::error::Denial;
-use crate::extractor::{extract, RequestView};
+use crate::extractor::{is_header, RequestView};
 use crate::fetcher::{self, Stage};
-use crate::headers;
 use crate::keycache::{Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid};
 use crate::metrics::{self, Kind, Registry};
 use crate::policy;
+use crate::request::{self, Prepared, Step};
 use crate::response::deny_response;
-use crate::rules::{self, RequestInfo};
 use crate::tokencache::{digest, CachedToken, TokenCache, TokenHash};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -46,11 +45,12 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+/// The host's clock in Unix milliseconds; `None` when the host cannot tell the time. Nothing that
+/// depends on time is decided without it: requests that need a token get `500 internal_error`, and
+/// the key refresh machinery waits for a tick with a clock. (A clock read as 0 would make every
+/// expired token and every stale key set look current.)
+fn now_ms() -> Option<u64> {
+    now_ns().map(|ns| (ns / 1_000_000) as u64)
 }
 
 struct HostStore;
@@ -99,11 +99,12 @@ struct ReqCtx {
     token_hash: Option<String>,
 }
 
-fn now_ns() -> u128 {
+fn now_ns() -> Option<u128> {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos())
+        .map(|d| d.as_nanos())
+        .filter(|ns| *ns > 0)
 }
 
 /// Metric ids defined in Envoy, indexed like `Registry::defs`. Read-only after configure, so it is
@@ -164,7 +165,8 @@ impl Telemetry {
         plan: &policy::Plan,
         ctx: &ReqCtx,
     ) {
-        let now = now_ns();
+        // Metrics and audit only: a failed clock read here changes no decision.
+        let now = now_ns().unwrap_or(ctx.start_ns);
         let latency_us = (now.saturating_sub(ctx.start_ns) / 1_000) as u64;
         self.inc(self.registry.decision(route, plan.outcome, plan.reason));
         self.set(self.registry.latency(mode), latency_us);
@@ -633,8 +635,15 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        let now = now_ms();
         let Some(call) = self.vm.borrow_mut().in_flight.remove(&token) else {
+            return;
+        };
+        let Some(now) = now_ms() else {
+            // The answer cannot be dated; the lease lapses and the next tick with a clock retries.
+            log(
+                LogLevel::Error,
+                "the host clock is unavailable; key refresh answer dropped",
+            );
             return;
         };
         let Some(config) = self.vm.borrow().config.clone() else {
@@ -722,7 +731,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let now = now_ms();
+        let now = now_ms().unwrap_or(0);
         // Distinct per VM: time of configure, this root's id and a heap address. Also seeds the
         // refresh jitter, so VMs (and Envoys) started together do not refresh in the same second.
         let addr = Rc::as_ptr(&self.vm) as usize as u64;
@@ -758,7 +767,15 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let now = now_ms();
+        let Some(now) = now_ms() else {
+            // Parked requests are answered by their own deadline check once the clock is back; a
+            // refresh dated 0 would corrupt the shared lease and key-set times.
+            log(
+                LogLevel::Error,
+                "the host clock is unavailable; skipping this tick",
+            );
+            return;
+        };
         self.vm.borrow_mut().sync_all();
         self.report_health(now);
         self.refresh_due(now);
@@ -855,22 +872,15 @@ fn deny_without_rule(config: &Config, telemetry: &Telemetry, denial: Denial, ctx
     carry_out(config, telemetry, &placeholder, plan, ctx);
 }
 
-/// Removes every client header the filter owns (see `headers::to_strip`). False if the host refused.
-fn strip_identity_headers(config: &Config, all: &Snapshot) -> bool {
-    let names = headers::to_strip(config, all.0.iter().map(|(n, _)| n.as_str()));
-    names
-        .iter()
-        .all(|n| hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, n, None).is_ok())
-}
-
-/// Removes the token from where `headers::token_scrub` says it must not travel on.
-fn scrub_token(config: &Config, requirement: &Requirement, path: &[u8], all: &Snapshot) -> bool {
-    let cookie = all.header("cookie");
-    let scrub = headers::token_scrub(config, requirement, path, cookie.as_deref());
-    let mut ok = true;
-    for name in &scrub.remove_headers {
-        ok &= hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None).is_ok();
-    }
+/// Removes the client headers and tokens `request::prepare` named. False if the host refused one
+/// of the operations: the request then fails closed.
+fn apply_removals(prepared: &Prepared) -> bool {
+    let remove = |name: &str| {
+        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None).is_ok()
+    };
+    let mut ok = prepared.strip.iter().all(|n| remove(n));
+    let scrub = &prepared.scrub;
+    ok &= scrub.remove_headers.iter().all(|n| remove(n));
     if let Some(new_path) = &scrub.path {
         ok &= hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":path", Some(new_path))
             .is_ok();
@@ -905,8 +915,7 @@ impl Snapshot {
 
 impl RequestView for Snapshot {
     /// Envoy hands header names over lowercase. A repeated header's values are joined (`; ` for
-    /// cookies, `, ` otherwise), as RFC 9110 §5.3 reads them: two `Authorization` headers then make
-    /// one malformed token instead of one checked token and one unchecked.
+    /// cookies, `, ` otherwise), as RFC 9110 §5.3 reads them.
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
         let first = values.next()?.clone();
@@ -916,6 +925,14 @@ impl RequestView for Snapshot {
             acc.extend_from_slice(v);
             acc
         }))
+    }
+
+    fn header_values(&self, key: &str) -> Vec<Vec<u8>> {
+        self.0
+            .iter()
+            .filter(|(n, _)| is_header(n, key))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
@@ -931,7 +948,8 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let start_ns = now_ns();
+        let clock = now_ns();
+        let start_ns = clock.unwrap_or(0);
         let (config, telemetry) = {
             let vm = self.vm.borrow();
             (vm.config.clone(), vm.telemetry.clone())
@@ -964,68 +982,49 @@ impl HttpContext for Http {
             path: header(":path"),
             token_hash: None,
         };
-        // Before anything else, on every path: no client-supplied identity header survives.
-        if !strip_identity_headers(&config, &all) {
+        let route_name = if config.uses_route_names {
+            hostcalls::get_property(vec!["xds", "route_name"])
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let names: Vec<&str> = all.0.iter().map(|(n, _)| n.as_str()).collect();
+        let now = clock.map(|ns| (ns / 1_000_000) as u64);
+        let prepared = request::prepare(&config, &all, &names, now, route_name);
+        // Before anything else, on every path: no client-supplied identity header survives, and no
+        // token travels on where it must not.
+        if !apply_removals(&prepared) {
             deny_without_rule(&config, &telemetry, Denial::Internal, &ctx);
             return Action::Pause;
         }
-        let info = RequestInfo {
-            path: ctx.path.clone(),
-            method: ctx.method.clone(),
-            authority: header(":authority"),
-            route_name: if config.uses_route_names {
-                hostcalls::get_property(vec!["xds", "route_name"])
-                    .ok()
-                    .flatten()
-            } else {
-                None
-            },
-        };
-        if config.allow_cors_preflight
-            && rules::is_cors_preflight(
-                &info.method,
-                all.header("origin").is_some(),
-                all.header("access-control-request-method").is_some(),
-            )
-        {
-            telemetry.inc(Some(telemetry.registry.cors_preflights));
-            return Action::Continue;
-        }
-        let Some(rule) = rules::find(&config, &info) else {
-            deny_without_rule(&config, &telemetry, Denial::NoRule, &ctx);
-            return Action::Pause;
-        };
-        let requirement = match (&rule.requires, rule.mode) {
-            (Some(r), Mode::Enforce | Mode::Shadow) => r,
-            _ => {
-                let plan = policy::plan(&config, rule, Outcome::Allow(None));
+        let (rule, requirement, tokens) = match prepared.step {
+            Step::Preflight => {
+                telemetry.inc(Some(telemetry.registry.cors_preflights));
+                return Action::Continue;
+            }
+            Step::Refuse(denial) => {
+                deny_without_rule(&config, &telemetry, denial, &ctx);
+                return Action::Pause;
+            }
+            Step::Decided(rule, outcome) => {
+                let plan = policy::plan(&config, rule, outcome);
                 return if carry_out(&config, &telemetry, rule, plan, &ctx) {
                     Action::Continue
                 } else {
                     Action::Pause
                 };
             }
+            Step::Authenticate {
+                rule,
+                requirement,
+                tokens,
+            } => (rule, requirement, tokens),
         };
-        let sources = requirement
-            .providers
-            .iter()
-            .filter_map(|&i| config.providers.get(i))
-            .flat_map(|p| p.sources.iter());
-        let tokens = extract(sources, &all);
         let digests: Vec<TokenHash> = tokens.iter().map(|t| digest(t)).collect();
         ctx.token_hash = digests.first().map(audit::short_hash);
-        if !scrub_token(&config, requirement, &info.path, &all) {
-            let plan = policy::Plan {
-                respond: Some(Denial::Internal),
-                outcome: "deny",
-                reason: "internal_error",
-                ..policy::Plan::default()
-            };
-            carry_out(&config, &telemetry, rule, plan, &ctx);
-            return Action::Pause;
-        }
-        // The clock was read when the request arrived; no second host call for it.
-        let now = (start_ns / 1_000_000) as u64;
+        // `prepare` refuses a request without a clock before it gets here.
+        let now = now.unwrap_or(0);
         let outcome = {
             let mut vm = self.vm.borrow_mut();
             // Within the refresh window (or without keys) a small shared-data read per request lets
@@ -1047,7 +1046,7 @@ impl HttpContext for Http {
                 rule: RuleRef::of(&config, rule),
                 tokens,
                 digests,
-                deadline_ms: now + config.jwks_wait_timeout_ms,
+                deadline_ms: now.saturating_add(config.jwks_wait_timeout_ms),
                 parked: self.parked.clone(),
                 ctx,
             });

@@ -16,18 +16,77 @@ use crate::authenticator::{claim, granted_scopes, scalar_text};
 use crate::config::{Config, Provider, Requirement, TokenSource};
 use serde_json::{Map, Value};
 
+/// A header name as the filter compares it: ASCII case folded and `_` read as `-`. Envoy accepts
+/// underscores in header names by default, and CGI/WSGI/Rack/PHP gateways turn `X-User-Sub` and
+/// `x_user_sub` into the same variable (`HTTP_X_USER_SUB`), so for a header the filter owns or reads,
+/// every such spelling is the same header.
+pub fn header_key(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
+/// Percent-decodes (RFC 3986 §2.1); an invalid escape stays as it is.
+pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match (
+            raw[i],
+            raw.get(i + 1).copied().and_then(hex),
+            raw.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A query-parameter or cookie name as the filter compares it, so that no spelling a backend reads
+/// as the configured name escapes the filter: percent-decoded and `+` read as a space (form
+/// encoding), then space, `.` and `[` read as `_` (PHP's `$_GET`/`$_COOKIE` mangling), ASCII case
+/// folded (ASP.NET compares query keys without case).
+pub fn param_key(raw: &[u8]) -> Vec<u8> {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&plus_as_space)
+        .into_iter()
+        .map(|b| match b {
+            b' ' | b'.' | b'[' => b'_',
+            b => b.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The client headers to remove before anything else, as they appear in the request: every
+/// header the filter may set and every header under a strip prefix, in any spelling (`header_key`).
+/// A token header (`from_headers`, in any spelling) is kept: it is read and verified, not trusted.
 pub fn to_strip<'a>(config: &Config, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     names
         .into_iter()
-        .map(str::to_ascii_lowercase)
         .filter(|n| {
-            config.managed_headers.iter().any(|m| m == n)
+            let key = header_key(n);
+            config.managed_headers.contains(&key)
                 || (config
                     .strip_header_prefixes
                     .iter()
-                    .any(|p| n.starts_with(p.as_str()))
-                    && !config.token_headers.iter().any(|t| t == n))
+                    .any(|p| key.starts_with(p.as_str()))
+                    && !config.token_headers.contains(&key))
         })
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
@@ -115,21 +174,25 @@ pub struct Scrub {
     pub cookie: Option<Option<Vec<u8>>>,
 }
 
-fn without_query_params(path: &[u8], names: &[&str]) -> Option<Vec<u8>> {
+/// `path` without the query parameters whose name (`param_key`) is one of `names`; `None` when
+/// none was there.
+fn without_query_params(path: &[u8], names: &[Vec<u8>]) -> Option<Vec<u8>> {
     let q = path.iter().position(|b| *b == b'?')?;
     let (base, query) = (&path[..q], &path[q + 1..]);
     let (query, fragment) = match query.iter().position(|b| *b == b'#') {
         Some(f) => (&query[..f], &query[f..]),
         None => (query, &b""[..]),
     };
-    let keep: Vec<&[u8]> = query
-        .split(|b| *b == b'&')
+    let pairs: Vec<&[u8]> = query.split(|b| *b == b'&').collect();
+    let keep: Vec<&[u8]> = pairs
+        .iter()
+        .copied()
         .filter(|pair| {
             let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
-            !names.iter().any(|n| n.as_bytes() == key)
+            !names.contains(&param_key(key))
         })
         .collect();
-    if keep.len() == query.split(|b| *b == b'&').count() {
+    if keep.len() == pairs.len() {
         return None;
     }
     let mut out = base.to_vec();
@@ -141,7 +204,7 @@ fn without_query_params(path: &[u8], names: &[&str]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn without_cookies(header: &[u8], names: &[&str]) -> Option<Option<Vec<u8>>> {
+fn without_cookies(header: &[u8], names: &[Vec<u8>]) -> Option<Option<Vec<u8>>> {
     let parts: Vec<&[u8]> = header.split(|b| *b == b';').collect();
     let keep: Vec<&[u8]> = parts
         .iter()
@@ -149,7 +212,7 @@ fn without_cookies(header: &[u8], names: &[&str]) -> Option<Option<Vec<u8>>> {
         .filter(|c| {
             let c = c.trim_ascii();
             let key = c.split(|b| *b == b'=').next().unwrap_or_default();
-            !names.iter().any(|n| n.as_bytes() == key)
+            !names.contains(&param_key(key.trim_ascii()))
         })
         .collect();
     if keep.len() == parts.len() {
@@ -159,65 +222,115 @@ fn without_cookies(header: &[u8], names: &[&str]) -> Option<Option<Vec<u8>>> {
     Some((!joined.is_empty()).then(|| joined.join(&b"; "[..])))
 }
 
-pub fn token_scrub(
+/// Where tokens must be removed before the request is forwarded, on every path:
+/// - a query-parameter token of any provider, always (URLs end up in access logs);
+/// - the header or cookie of a provider with `forward_token: false`, unless a provider of the rule
+///   deciding this request (`requirement`) reads that same place and forwards its tokens.
+///
+/// Public, `off`, preflight and no-rule requests pass `None`: no provider then claims the token.
+/// `header_names` are the request's header names; every spelling of a token header (`header_key`)
+/// is removed.
+pub fn token_scrub<'a>(
     config: &Config,
-    requirement: &Requirement,
+    requirement: Option<&Requirement>,
+    header_names: impl IntoIterator<Item = &'a str>,
     path: &[u8],
     cookie: Option<&[u8]>,
 ) -> Scrub {
-    let providers: Vec<&Provider> = requirement
-        .providers
-        .iter()
-        .filter_map(|&i| config.providers.get(i))
-        .collect();
-    let mut params = Vec::new();
-    let mut cookies = Vec::new();
-    let mut scrub = Scrub::default();
-    for p in &providers {
+    let forwarded_here = |source: &TokenSource| {
+        requirement.is_some_and(|r| {
+            r.providers
+                .iter()
+                .filter_map(|&i| config.providers.get(i))
+                .any(|p| p.forward_token && p.sources.contains(source))
+        })
+    };
+    let mut params: Vec<Vec<u8>> = Vec::new();
+    let mut cookies: Vec<Vec<u8>> = Vec::new();
+    let mut headers: Vec<String> = Vec::new();
+    for p in &config.providers {
         for source in &p.sources {
             match source {
-                TokenSource::Param(name) => params.push(name.as_str()),
-                TokenSource::Header { name, .. }
-                    if !p.forward_token && !scrub.remove_headers.contains(name) =>
-                {
-                    scrub.remove_headers.push(name.clone());
-                }
-                TokenSource::Cookie(name) if !p.forward_token => cookies.push(name.as_str()),
-                _ => {}
+                TokenSource::Param(name) => params.push(param_key(name.as_bytes())),
+                _ if p.forward_token || forwarded_here(source) => {}
+                TokenSource::Header { name, .. } => headers.push(header_key(name)),
+                TokenSource::Cookie(name) => cookies.push(param_key(name.as_bytes())),
             }
         }
     }
-    scrub.path = without_query_params(path, &params);
-    scrub.cookie = cookie.and_then(|c| without_cookies(c, &cookies));
-    scrub
+    let mut remove_headers: Vec<String> = Vec::new();
+    for name in header_names {
+        let lower = name.to_ascii_lowercase();
+        if headers.contains(&header_key(name)) && !remove_headers.contains(&lower) {
+            remove_headers.push(lower);
+        }
+    }
+    Scrub {
+        remove_headers,
+        path: without_query_params(path, &params),
+        cookie: cookie.and_then(|c| without_cookies(c, &cookies)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn keys(names: &[&str]) -> Vec<Vec<u8>> {
+        names.iter().map(|n| param_key(n.as_bytes())).collect()
+    }
+
     #[test]
-    fn query_tokens_are_cut_from_the_path() {
+    fn query_tokens_are_cut_from_the_path_in_every_spelling() {
+        let at = keys(&["access_token"]);
         assert_eq!(
-            without_query_params(b"/a?x=1&access_token=t&y=2#f", &["access_token"]).as_deref(),
+            without_query_params(b"/a?x=1&access_token=t&y=2#f", &at).as_deref(),
             Some(&b"/a?x=1&y=2#f"[..])
         );
         assert_eq!(
-            without_query_params(b"/a?access_token=t", &["access_token"]).as_deref(),
+            without_query_params(b"/a?access_token=t", &at).as_deref(),
             Some(&b"/a"[..])
         );
-        assert_eq!(without_query_params(b"/a?x=1", &["access_token"]), None);
-        assert_eq!(without_query_params(b"/a", &["access_token"]), None);
+        // Spellings a backend decodes to the same name: percent-encoding, case, PHP's mangling.
+        for spelling in [
+            "access%5Ftoken",
+            "ACCESS_TOKEN",
+            "access.token",
+            "access+token",
+            "access%20token",
+            "access[token",
+            "access_token",
+        ] {
+            let path = format!("/a?{spelling}=t&access_token=u&k=v");
+            assert_eq!(
+                without_query_params(path.as_bytes(), &at).as_deref(),
+                Some(&b"/a?k=v"[..]),
+                "{spelling}"
+            );
+        }
+        assert_eq!(without_query_params(b"/a?x=1", &at), None);
+        assert_eq!(without_query_params(b"/a?access_tokenx=1", &at), None);
+        assert_eq!(without_query_params(b"/a", &at), None);
     }
 
     #[test]
     fn token_cookies_are_cut() {
+        let s = keys(&["session"]);
         assert_eq!(
-            without_cookies(b"a=1; session=t; b=2", &["session"]),
+            without_cookies(b"a=1; session=t; b=2", &s),
             Some(Some(b"a=1; b=2".to_vec()))
         );
-        assert_eq!(without_cookies(b"session=t", &["session"]), Some(None));
-        assert_eq!(without_cookies(b"a=1", &["session"]), None);
+        assert_eq!(without_cookies(b"session=t", &s), Some(None));
+        assert_eq!(without_cookies(b"Session=t; SESSION=u", &s), Some(None));
+        assert_eq!(without_cookies(b"a=1", &s), None);
+    }
+
+    #[test]
+    fn names_compare_as_backends_read_them() {
+        assert_eq!(header_key("X_User_Sub"), "x-user-sub");
+        assert_eq!(header_key("x-user-sub"), "x-user-sub");
+        assert_eq!(percent_decode(b"a%2Eb%zz%4"), b"a.b%zz%4".to_vec());
+        assert_eq!(param_key(b"Access%2Etoken"), b"access_token".to_vec());
     }
 
     #[test]

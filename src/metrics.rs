@@ -30,6 +30,7 @@ pub const NO_RULE_ROUTE: &str = "no_rule";
 /// Every denial reason, for defining the deny counters up front.
 pub const DENY_REASONS: &[&str] = &[
     "missing",
+    "invalid_request",
     "malformed",
     "oversized",
     "alg_not_allowed",
@@ -47,6 +48,9 @@ pub const DENY_REASONS: &[&str] = &[
     "keys_unavailable",
     "internal_error",
 ];
+
+/// Denial reasons counted under the `no_rule` route.
+pub const NO_RULE_REASONS: &[&str] = &["no_rule", "internal_error", "invalid_request"];
 
 /// Reasons on allows: `ok` (valid token), `anonymous` (allow_missing, no token), `public` (rule without
 /// requirement or mode off), `degraded` (keys unavailable, rule opted in).
@@ -141,23 +145,18 @@ impl Registry {
         for rule in rules {
             r.add_decisions(&rule.name, rule.mode, rule.requires.is_some());
         }
-        let idx = r.add(
-            format!("jwt_guard.decisions.route.{NO_RULE_ROUTE}.mode.enforce.outcome.deny.reason.no_rule"),
-            Kind::Counter,
-        );
-        r.decisions
-            .entry(NO_RULE_ROUTE.to_owned())
-            .or_default()
-            .insert(("deny", "no_rule"), idx);
-        // Internal errors can happen before a rule is known.
-        let idx = r.add(
-            format!("jwt_guard.decisions.route.{NO_RULE_ROUTE}.mode.enforce.outcome.deny.reason.internal_error"),
-            Kind::Counter,
-        );
-        r.decisions
-            .entry(NO_RULE_ROUTE.to_owned())
-            .or_default()
-            .insert(("deny", "internal_error"), idx);
+        // Denials before a rule is known: none matched, the host failed us, or the request's `Host`
+        // cannot be matched against host rules.
+        for reason in NO_RULE_REASONS {
+            let idx = r.add(
+                format!("jwt_guard.decisions.route.{NO_RULE_ROUTE}.mode.enforce.outcome.deny.reason.{reason}"),
+                Kind::Counter,
+            );
+            r.decisions
+                .entry(NO_RULE_ROUTE.to_owned())
+                .or_default()
+                .insert(("deny", reason), idx);
+        }
         for mode in ["enforce", "shadow", "off"] {
             let idx = r.add(
                 format!("jwt_guard.decision_latency_us.mode.{mode}"),
@@ -246,6 +245,7 @@ mod tests {
     fn every_deny_code_has_a_counter() {
         let all = [
             Denial::Missing,
+            Denial::InvalidRequest("x"),
             Denial::Malformed("x"),
             Denial::Oversized,
             Denial::AlgNotAllowed,
@@ -285,7 +285,10 @@ mod tests {
             .iter()
             .filter(|d| d.name.starts_with("jwt_guard.decisions."))
             .count();
-        assert_eq!(decisions, 1 + (3 + 17) + (2 + 17) + 2);
+        assert_eq!(
+            decisions,
+            1 + (3 + DENY_REASONS.len()) + (2 + DENY_REASONS.len()) + NO_RULE_REASONS.len()
+        );
         let mut names: Vec<&str> = r.defs.iter().map(|d| d.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();

@@ -1,5 +1,8 @@
 //! One place that turns a denial into an HTTP answer: 401 + `WWW-Authenticate: Bearer` (RFC 6750 §3)
-//! for missing or invalid tokens, 403 for a valid token that is not for this audience, 503 +
+//! for missing or invalid tokens (a token for another audience included: it is not valid for this
+//! resource, and the answer must not tell a forger "genuine, but not here"), 400 `invalid_request` for
+//! a request presenting more than one token, 403 only for a verified token lacking a scope or claim
+//! (or a request no rule covers), 503 +
 //! `Retry-After` when keys cannot be had (an IdP outage is not the client's fault, and on-call must be
 //! able to tell the two apart). The body is a small JSON object with the stable reason code. Nothing
 //! from the request is echoed.
@@ -18,9 +21,9 @@ pub const RETRY_AFTER_SECS: u32 = 5;
 pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
     let (status, error) = match denial {
         Denial::Missing => (401, None),
-        Denial::WrongAudience | Denial::InsufficientScope(_) | Denial::ClaimMismatch => {
-            (403, Some("insufficient_scope"))
-        }
+        Denial::InvalidRequest(_) => (400, Some("invalid_request")),
+        // Both follow a verified signature only (see `authenticator::authorize`).
+        Denial::InsufficientScope(_) | Denial::ClaimMismatch => (403, Some("insufficient_scope")),
         Denial::NoRule => (403, None),
         Denial::KeysUnavailable => (503, None),
         Denial::Internal => (500, None),
@@ -52,6 +55,7 @@ pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
     }
     let body = serde_json::json!({
         "error": error.unwrap_or(match status {
+            400 => "invalid_request",
             401 => "unauthorized",
             403 => "forbidden",
             500 => "internal_error",
@@ -94,8 +98,23 @@ mod tests {
             Some("Bearer realm=\"demo\", error=\"invalid_token\", error_description=\"token expired\"")
         );
         let r = deny_response(&Denial::WrongAudience, "demo");
+        assert_eq!(
+            r.status, 401,
+            "an audience that does not fit is an invalid token"
+        );
+        assert!(header(&r, "www-authenticate").is_some_and(|v| v.contains("invalid_token")));
+        let r = deny_response(&Denial::ClaimMismatch, "demo");
         assert_eq!(r.status, 403);
         assert!(header(&r, "www-authenticate").is_some_and(|v| v.contains("insufficient_scope")));
+        let r = deny_response(&Denial::InvalidRequest("two tokens"), "demo");
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer realm=\"demo\", error=\"invalid_request\", error_description=\"two tokens\"")
+        );
+        let r = deny_response(&Denial::Internal, "demo");
+        assert_eq!(r.status, 500);
+        assert!(header(&r, "www-authenticate").is_none());
         let r = deny_response(&Denial::KeysUnavailable, "demo");
         assert_eq!(r.status, 503);
         assert_eq!(header(&r, "retry-after"), Some("5"));

@@ -1,9 +1,16 @@
 //! Rule matching: the first rule whose matcher fits the request wins; otherwise the configured
 //! default rule, otherwise none (the filter then denies). A matcher checks the path (prefix, exact or
-//! template; the query string is ignored), the method, the host (port ignored, `*.` wildcards) and
-//! Envoy's route name. Every criterion that is set must fit.
+//! template; the query string is ignored), the method, the host (`normalize_host`, `*.` wildcards)
+//! and Envoy's route name. Every criterion that is set must fit.
+//!
+//! Hosts are compared in one normal form, computed once per request: lowercase, port removed, one
+//! trailing dot removed (`admin.example.test.:443` is `admin.example.test`, as DNS and Envoy's
+//! `strip_trailing_host_dot` read it). A `Host` that has no such form (an empty label, a second
+//! trailing dot, bytes no host name has) cannot be matched against a host rule, so reaching one
+//! with it is `invalid_request` rather than a fall-through to a later, maybe public, rule.
 
 use crate::config::{Config, Matcher, PathMatch, Rule, Segment};
+use crate::error::Denial;
 
 /// What the matchers look at, read once per request.
 #[derive(Debug, Default, Clone)]
@@ -29,6 +36,33 @@ fn host_without_port(authority: &[u8]) -> &[u8] {
         Some(i) if !authority[i..].contains(&b']') => &authority[..i],
         _ => authority,
     }
+}
+
+/// The host of an authority in the form rules compare (see the module note), or `None` when it is
+/// not a host name: empty, an empty label, a port that is not digits, or bytes outside letters,
+/// digits, `-`, `_` and `.` (a bracketed IPv6 literal keeps its hex digits, `:` and `.`).
+pub fn normalize_host(authority: &[u8]) -> Option<Vec<u8>> {
+    let host = host_without_port(authority);
+    let port = &authority[host.len()..];
+    if let Some(digits) = port.strip_prefix(b":") {
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+    }
+    if let Some(inner) = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")) {
+        let ok = !inner.is_empty()
+            && inner
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.');
+        return ok.then(|| host.to_ascii_lowercase());
+    }
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    let ok = !host.is_empty()
+        && host.split(|b| *b == b'.').all(|label| !label.is_empty())
+        && host
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then(|| host.to_ascii_lowercase())
 }
 
 impl PathMatch {
@@ -68,9 +102,16 @@ fn template_matches(segments: &[Segment], path: &[u8]) -> bool {
 
 impl Matcher {
     pub fn matches(&self, req: &RequestInfo) -> bool {
+        let host = normalize_host(&req.authority);
+        self.matches_host(req, host.as_deref()).unwrap_or(false)
+    }
+
+    /// `Err` when every other criterion fits but the host criterion cannot be decided, because the
+    /// request's host (`host`, already normalised) is not a host name.
+    fn matches_host(&self, req: &RequestInfo, host: Option<&[u8]>) -> Result<bool, ()> {
         if let Some(p) = &self.path {
             if !p.matches(path_without_query(&req.path)) {
-                return false;
+                return Ok(false);
             }
         }
         if !self.methods.is_empty()
@@ -79,10 +120,15 @@ impl Matcher {
                 .iter()
                 .any(|m| m.as_bytes() == req.method.as_slice())
         {
-            return false;
+            return Ok(false);
+        }
+        if let Some(name) = &self.route_name {
+            if req.route_name.as_deref() != Some(name.as_bytes()) {
+                return Ok(false);
+            }
         }
         if !self.hosts.is_empty() {
-            let host = host_without_port(&req.authority).to_ascii_lowercase();
+            let host = host.ok_or(())?;
             let fits = |h: &String| match h.strip_prefix("*.") {
                 Some(domain) => {
                     host.len() > domain.len() + 1
@@ -92,25 +138,30 @@ impl Matcher {
                 None => host == h.as_bytes(),
             };
             if !self.hosts.iter().any(fits) {
-                return false;
+                return Ok(false);
             }
         }
-        if let Some(name) = &self.route_name {
-            if req.route_name.as_deref() != Some(name.as_bytes()) {
-                return false;
-            }
-        }
-        true
+        Ok(true)
     }
 }
 
-/// The rule for a request: the first that matches, else the default rule, else `None`.
-pub fn find<'a>(config: &'a Config, req: &RequestInfo) -> Option<&'a Rule> {
-    config
-        .rules
-        .iter()
-        .find(|r| r.matcher.matches(req))
-        .or(config.default_rule.as_ref())
+/// The rule for a request: the first that matches, else the default rule, else `None`. A request
+/// whose `Host` is not a host name, reaching a rule that would otherwise match it and decides by
+/// host, is `invalid_request`: it must not fall through to a later rule.
+pub fn find<'a>(config: &'a Config, req: &RequestInfo) -> Result<Option<&'a Rule>, Denial> {
+    let host = if config.uses_hosts {
+        normalize_host(&req.authority)
+    } else {
+        None
+    };
+    for rule in &config.rules {
+        match rule.matcher.matches_host(req, host.as_deref()) {
+            Ok(true) => return Ok(Some(rule)),
+            Ok(false) => {}
+            Err(()) => return Err(Denial::InvalidRequest("Host is not a valid host name")),
+        }
+    }
+    Ok(config.default_rule.as_ref())
 }
 
 /// A CORS preflight (Fetch standard): `OPTIONS` carrying both `Origin` and
@@ -165,6 +216,29 @@ mod tests {
             route_name: None,
         };
         assert!(m.matches(&req("GET", "/", "api.example.com:8443")));
+        // One normal form: case, port, one trailing dot; wildcards too.
+        for spelling in [
+            "api.example.com.",
+            "api.example.com.:443",
+            "API.EXAMPLE.COM.",
+            "Api.Example.Com:8443",
+            "x.corp.example.",
+            "X.Corp.Example.:1",
+        ] {
+            assert!(m.matches(&req("GET", "/", spelling)), "{spelling}");
+        }
+        for bad in [
+            "api.example.com..",
+            ".api.example.com",
+            "api..example.com",
+            "api.example.com:",
+            "api.example.com:x",
+            "",
+            "a b",
+            "api.example.com%2e",
+        ] {
+            assert!(!m.matches(&req("GET", "/", bad)), "{bad:?}");
+        }
         assert!(m.matches(&req("HEAD", "/", "API.example.com")));
         assert!(m.matches(&req("GET", "/", "a.b.corp.example")));
         assert!(!m.matches(&req("GET", "/", "corp.example")));
@@ -178,6 +252,27 @@ mod tests {
         assert!(!r.matches(&q));
         q.route_name = Some(b"admin".to_vec());
         assert!(r.matches(&q));
+    }
+
+    #[test]
+    fn host_normal_form() {
+        let n = |a: &str| normalize_host(a.as_bytes()).map(|h| String::from_utf8(h).unwrap());
+        assert_eq!(
+            n("Admin.Example.Test.:443").as_deref(),
+            Some("admin.example.test")
+        );
+        assert_eq!(
+            n("admin.example.test").as_deref(),
+            Some("admin.example.test")
+        );
+        assert_eq!(n("127.0.0.1:10000").as_deref(), Some("127.0.0.1"));
+        assert_eq!(n("[::1]:443").as_deref(), Some("[::1]"));
+        assert_eq!(n("[::1]").as_deref(), Some("[::1]"));
+        for bad in [
+            "", ".", "a..b", "a.b..", ":443", "a:b:c", "[::1", "[zz]", "a/b", "a@b", "a.b:",
+        ] {
+            assert_eq!(n(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! checked claims and signature. Rejects, with a reason and without panicking: oversized input,
 //! non-ASCII bytes, a segment count other than 3 (so JWE too), bad base64url, non-object JSON,
 //! `alg: none` in any spelling, HMAC and unknown algorithms, embedded or remote key headers
-//! (`jwk`, `jku`, `x5u`, `x5c`) and any `crit` (this filter understands no extensions).
+//! (`jwk`, `jku`, `x5u`, `x5c`), any `crit` (this filter understands no extensions), a nested JWT
+//! (`cty: JWT`, which this filter does not unwrap), and duplicate JSON member names at any level of
+//! the header or the claims (see `json`).
 
 use crate::b64;
 use crate::crypto::Alg;
 use crate::error::Denial;
+use crate::json::{self, StrictError};
 use serde_json::{Map, Value};
 
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -32,12 +35,32 @@ pub struct UntrustedToken {
     pub signature: Vec<u8>,
 }
 
-fn json_object(segment: &[u8], what: &'static str) -> Result<Map<String, Value>, Denial> {
-    let raw = b64::decode(segment).ok_or(Denial::Malformed(what))?;
-    match serde_json::from_slice::<Value>(&raw) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(Denial::Malformed(what)),
-    }
+/// A JSON object of the header or payload; `what` names the part for the denial.
+fn object_of(raw: &[u8], what: Part) -> Result<Map<String, Value>, Denial> {
+    json::parse_object(raw).map_err(|e| {
+        Denial::Malformed(match (e, what) {
+            (StrictError::DuplicateMember, Part::Header) => "token header repeats a member name",
+            (StrictError::DuplicateMember, Part::Payload) => "token payload repeats a member name",
+            (StrictError::Syntax, Part::Header) => "token header is not base64url JSON object",
+            (StrictError::Syntax, Part::Payload) => "token payload is not a JSON object",
+        })
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Header,
+    Payload,
+}
+
+/// `cty` values that announce a nested JWT (RFC 7519 §5.2: "JWT", media types compare without
+/// case, with or without the `application/` prefix).
+fn is_nested_jwt(cty: &str) -> bool {
+    let bare = match cty.get(..12) {
+        Some(p) if p.eq_ignore_ascii_case("application/") => &cty[12..],
+        _ => cty,
+    };
+    bare.eq_ignore_ascii_case("jwt")
 }
 
 impl Jws {
@@ -54,7 +77,10 @@ impl Jws {
                 "token is not three dot-separated segments",
             ));
         };
-        let header = json_object(header_b64, "token header is not base64url JSON object")?;
+        let header_raw = b64::decode(header_b64).ok_or(Denial::Malformed(
+            "token header is not base64url JSON object",
+        ))?;
+        let header = object_of(&header_raw, Part::Header)?;
         let alg = match header.get("alg") {
             Some(Value::String(name)) => Alg::from_name(name).ok_or(Denial::AlgNotAllowed)?,
             _ => return Err(Denial::Malformed("token header has no alg")),
@@ -69,6 +95,16 @@ impl Jws {
             if header.contains_key(name) {
                 return Err(Denial::ForbiddenHeader(reason));
             }
+        }
+        match header.get("cty") {
+            None => {}
+            Some(Value::String(cty)) if is_nested_jwt(cty) => {
+                return Err(Denial::ForbiddenHeader(
+                    "nested JWTs (cty JWT) are not supported",
+                ))
+            }
+            Some(Value::String(_)) => {}
+            Some(_) => return Err(Denial::Malformed("token cty is not a string")),
         }
         let kid = match header.get("kid") {
             None => None,
@@ -96,10 +132,7 @@ impl Jws {
 impl UntrustedToken {
     pub fn parse(token: &[u8], max_bytes: usize) -> Result<UntrustedToken, Denial> {
         let jws = Jws::parse(token, max_bytes)?;
-        let claims = match serde_json::from_slice::<Value>(&jws.payload) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(Denial::Malformed("token payload is not a JSON object")),
-        };
+        let claims = object_of(&jws.payload, Part::Payload)?;
         Ok(UntrustedToken {
             alg: jws.alg,
             kid: jws.kid,

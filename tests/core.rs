@@ -1103,13 +1103,6 @@ fn deny_responses() {
                 assert_eq!(r.status, 401);
                 assert_eq!(www.as_deref(), Some("Bearer realm=\"test\""));
             }
-            Denial::WrongAudience => {
-                assert_eq!(r.status, 403);
-                assert_eq!(
-                    www.as_deref(),
-                    Some("Bearer realm=\"test\", error=\"insufficient_scope\", error_description=\"audience not accepted\"")
-                );
-            }
             Denial::NoRule => {
                 assert_eq!(r.status, 403);
                 assert_eq!(www, None);
