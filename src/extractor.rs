@@ -22,6 +22,40 @@ pub trait RequestView {
     fn header_values(&self, key: &str) -> Vec<Vec<u8>>;
 }
 
+/// A request's headers as a list of (lowercase name, value) in arrival order, repeats kept: how the
+/// filter reads them from Envoy (one host call per request) and how tests build requests.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderList(pub Vec<(String, Vec<u8>)>);
+
+impl HeaderList {
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+impl RequestView for HeaderList {
+    /// A repeated header's values are joined (`; ` for cookies, `, ` otherwise), as RFC 9110 §5.3
+    /// reads them.
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+        let first = values.next()?.clone();
+        let sep: &[u8] = if name == "cookie" { b"; " } else { b", " };
+        Some(values.fold(first, |mut acc, v| {
+            acc.extend_from_slice(sep);
+            acc.extend_from_slice(v);
+            acc
+        }))
+    }
+
+    fn header_values(&self, key: &str) -> Vec<Vec<u8>> {
+        self.0
+            .iter()
+            .filter(|(n, _)| is_header(n, key))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
 /// Whether header name `name` is `key` (a `header_key`) in some spelling; no allocation.
 pub fn is_header(name: &str, key: &str) -> bool {
     name.len() == key.len()
@@ -103,8 +137,11 @@ pub fn extract<'a>(
     }
     let mut found: Vec<Vec<u8>> = Vec::new();
     for (key, prefixes) in &headers {
-        for value in req.header_values(key) {
-            let value = trim(&value);
+        // Envoy joins repeated headers with `,` (and an intermediary may have done so before it);
+        // no token has a comma, so each element is a credential of its own.
+        let values = req.header_values(key);
+        for value in values.iter().flat_map(|v| v.split(|b| *b == b',')) {
+            let value = trim(value);
             // The first source whose prefix fits reads this occurrence; another scheme in the same
             // header (e.g. Basic) and a bare scheme are no token of ours.
             // A raw header (no prefix) presents whatever it holds, even nothing (then malformed).
@@ -144,28 +181,8 @@ pub fn extract<'a>(
 mod tests {
     use super::*;
 
-    /// Headers in arrival order, as Envoy hands them over (lowercase names, repeats kept).
-    struct Req(Vec<(&'static str, Vec<u8>)>);
-    impl RequestView for Req {
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            let values: Vec<&[u8]> = self
-                .0
-                .iter()
-                .filter(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_slice())
-                .collect();
-            (!values.is_empty()).then(|| values.join(&b"; "[..]))
-        }
-        fn header_values(&self, key: &str) -> Vec<Vec<u8>> {
-            self.0
-                .iter()
-                .filter(|(n, _)| is_header(n, key))
-                .map(|(_, v)| v.clone())
-                .collect()
-        }
-    }
-    fn req(h: &[(&'static str, &[u8])]) -> Req {
-        Req(h.iter().map(|(k, v)| (*k, v.to_vec())).collect())
+    fn req(h: &[(&'static str, &[u8])]) -> HeaderList {
+        HeaderList(h.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect())
     }
     fn bearer() -> TokenSource {
         TokenSource::Header {
@@ -247,7 +264,7 @@ mod tests {
         let p = TokenSource::Param("access_token".into());
         let c = TokenSource::Cookie("session".into());
         let sources = [&bearer(), &p, &c];
-        let cases: Vec<Req> = vec![
+        let cases: Vec<HeaderList> = vec![
             req(&[
                 ("authorization", b"Bearer a"),
                 ("authorization", b"Bearer b"),
@@ -270,6 +287,11 @@ mod tests {
         for r in &cases {
             assert!(several(extract(sources, r)), "{:?}", r.0);
         }
+        // Two credentials folded into one line (as Envoy joins repeated headers) are two.
+        let folded = req(&[("authorization", b"Bearer a, Bearer b")]);
+        assert!(several(extract(sources, &folded)));
+        let folded = req(&[("authorization", b"Basic x, Bearer b")]);
+        assert_eq!(extract(sources, &folded), one(b"b"));
         // A Basic credential next to a Bearer token is not a second token of ours.
         let r = req(&[
             ("authorization", b"Basic x"),

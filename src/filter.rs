@@ -14,7 +14,7 @@ use crate::authenticator::{authenticate_digested, KeyState, Keys, Outcome};
 use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{Config, JwksSource, Mode, Rule};
 use crate::error::Denial;
-use crate::extractor::{is_header, RequestView};
+use crate::extractor::{HeaderList, RequestView};
 use crate::fetcher::{self, Stage};
 use crate::keycache::{Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid};
 use crate::metrics::{self, Kind, Registry};
@@ -902,38 +902,12 @@ struct Http {
     parked: Rc<Cell<bool>>,
 }
 
-/// The request headers, read from the host once per request (one host call instead of one per header).
-struct Snapshot(Vec<(String, Vec<u8>)>);
-
-impl Snapshot {
-    fn read() -> Option<Snapshot> {
-        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-            .ok()
-            .map(Snapshot)
-    }
-}
-
-impl RequestView for Snapshot {
-    /// Envoy hands header names over lowercase. A repeated header's values are joined (`; ` for
-    /// cookies, `, ` otherwise), as RFC 9110 §5.3 reads them.
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
-        let first = values.next()?.clone();
-        let sep: &[u8] = if name == "cookie" { b"; " } else { b", " };
-        Some(values.fold(first, |mut acc, v| {
-            acc.extend_from_slice(sep);
-            acc.extend_from_slice(v);
-            acc
-        }))
-    }
-
-    fn header_values(&self, key: &str) -> Vec<Vec<u8>> {
-        self.0
-            .iter()
-            .filter(|(n, _)| is_header(n, key))
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
+/// The request headers, read from the host once per request (one host call instead of one per
+/// header). Envoy hands header names over lowercase.
+fn read_headers() -> Option<HeaderList> {
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .ok()
+        .map(HeaderList)
 }
 
 impl Context for Http {
@@ -959,7 +933,7 @@ impl HttpContext for Http {
             send_denial_unconfigured();
             return Action::Pause;
         };
-        let Some(all) = Snapshot::read() else {
+        let Some(all) = read_headers() else {
             deny_without_rule(
                 &config,
                 &telemetry,
@@ -989,7 +963,7 @@ impl HttpContext for Http {
         } else {
             None
         };
-        let names: Vec<&str> = all.0.iter().map(|(n, _)| n.as_str()).collect();
+        let names = all.names();
         let now = clock.map(|ns| (ns / 1_000_000) as u64);
         let prepared = request::prepare(&config, &all, &names, now, route_name);
         // Before anything else, on every path: no client-supplied identity header survives, and no

@@ -1465,6 +1465,367 @@ fn claim_headers_and_stripping() {
     );
 }
 
+// ---------- the trust contract: one reading of a token and of a request ----------
+
+/// An ES256 token over exactly these header and payload bytes, signed with the real key.
+fn es256_raw(f: &Fixtures, header: &str, payload: &str) -> Vec<u8> {
+    jws_raw(&f.ec1, "ES256", header.as_bytes(), payload.as_bytes())
+}
+
+#[test]
+fn duplicate_members_and_nested_jwts_are_refused() {
+    let f = fixtures();
+    let cfg = config();
+    let hdr = r#"{"alg":"ES256","kid":"ec-1"}"#;
+    let rest = format!(r#""iss":"{ISS}","aud":"api","sub":"alice""#);
+    let ok = format!(r#"{{{rest},"exp":{}}}"#, NOW + 300);
+    assert_eq!(code(&run(&cfg, &[es256_raw(&f, hdr, &ok)])), "allow");
+    let cases = [
+        (
+            "exp twice: expired, then future",
+            hdr.to_owned(),
+            format!(r#"{{{rest},"exp":{},"exp":{}}}"#, NOW - 600, NOW + 300),
+            "malformed",
+        ),
+        (
+            "exp twice: future, then expired",
+            hdr.to_owned(),
+            format!(r#"{{{rest},"exp":{},"exp":{}}}"#, NOW + 300, NOW - 600),
+            "malformed",
+        ),
+        (
+            "sub twice, one escaped",
+            hdr.to_owned(),
+            format!(r#"{{{rest},"\u0073ub":"admin","exp":{}}}"#, NOW + 300),
+            "malformed",
+        ),
+        (
+            "nested object repeats a member",
+            hdr.to_owned(),
+            format!(
+                r#"{{{rest},"org":{{"id":"a","id":"b"}},"exp":{}}}"#,
+                NOW + 300
+            ),
+            "malformed",
+        ),
+        (
+            "object inside an array repeats a member",
+            hdr.to_owned(),
+            format!(r#"{{{rest},"x":[{{"k":1,"k":2}}],"exp":{}}}"#, NOW + 300),
+            "malformed",
+        ),
+        (
+            "header repeats alg",
+            r#"{"alg":"ES256","kid":"ec-1","alg":"ES256"}"#.to_owned(),
+            ok.clone(),
+            "malformed",
+        ),
+        (
+            "header repeats kid",
+            r#"{"alg":"ES256","kid":"nope","kid":"ec-1"}"#.to_owned(),
+            ok.clone(),
+            "malformed",
+        ),
+    ];
+    for (name, header, payload, want) in &cases {
+        assert_eq!(
+            code(&run(&cfg, &[es256_raw(&f, header, payload)])),
+            *want,
+            "{name}"
+        );
+    }
+    for cty in ["JWT", "jwt", "application/jwt", "Application/JWT"] {
+        let header = format!(r#"{{"alg":"ES256","kid":"ec-1","cty":"{cty}"}}"#);
+        let outcome = run(&cfg, &[es256_raw(&f, &header, &ok)]);
+        assert_eq!(code(&outcome), "forbidden_header", "cty {cty}");
+        let Outcome::Deny(d) = outcome else {
+            unreachable!()
+        };
+        assert!(d.description().contains("nested"), "{}", d.description());
+    }
+    let header = r#"{"alg":"ES256","kid":"ec-1","cty":7}"#;
+    assert_eq!(code(&run(&cfg, &[es256_raw(&f, header, &ok)])), "malformed");
+}
+
+#[test]
+fn a_403_only_ever_follows_a_verified_signature() {
+    let f = fixtures();
+    let cfg = rule_config(json!({"scopes": ["read"]}), "enforce", json!({}));
+    let req = cfg.rules[0].requires.as_ref().expect("requires");
+    let status = |token: Vec<u8>| match authenticate(&cfg, req, &[token], &LocalKeys(&cfg), NOW) {
+        Outcome::Deny(d) => deny_response(&d, "t").status,
+        Outcome::Allow(_) => 200,
+        Outcome::Wait(_) => 0,
+    };
+    let foreign = with(claims(), json!({"aud": "other", "scope": "read"}));
+    let forged = jws(
+        &f.rogue,
+        json!({"alg": "RS256", "kid": "rsa-1"}),
+        foreign.clone(),
+    );
+    assert_eq!(status(forged), 401, "forged, foreign aud");
+    assert_eq!(status(rs256(&f, foreign)), 401, "genuine, foreign aud");
+    let forged_unscoped = jws(&f.rogue, json!({"alg": "RS256", "kid": "rsa-1"}), claims());
+    assert_eq!(status(forged_unscoped), 401, "forged, lacking the scope");
+    assert_eq!(
+        status(rs256(&f, claims())),
+        403,
+        "genuine, lacking the scope"
+    );
+    assert_eq!(
+        status(rs256(&f, with(claims(), json!({"scope": "read"})))),
+        200
+    );
+}
+
+mod request_path {
+    use super::*;
+    use jwt_guard::extractor::HeaderList;
+    use jwt_guard::request::{prepare, Step};
+
+    /// Every kind of rule, in order, and a public default.
+    fn cfg(default: Value, provider: Value) -> Config {
+        let mut p = json!({
+            "issuer": ISS, "audiences": ["api"], "local_jwks": {"inline": jwks()},
+            "from_params": ["access_token"],
+            "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+        });
+        for (k, v) in provider.as_object().expect("object") {
+            p[k] = v.clone();
+        }
+        let mut doc = json!({
+            "providers": {"idp": p},
+            "rules": [
+                {"name": "public", "match": {"prefix": "/public"}},
+                {"name": "off", "match": {"prefix": "/off"}, "mode": "off", "requires": {"provider_name": "idp"}},
+                {"name": "admin", "match": {"hosts": ["admin.example.test"]}, "requires": {"provider_name": "idp"}},
+                {"name": "corp", "match": {"hosts": ["*.corp.example.test"]}, "requires": {"provider_name": "idp"}},
+                {"name": "optional", "match": {"prefix": "/optional"}, "requires": {"provider_name": "idp", "allow_missing": true}},
+                {"name": "shadow", "match": {"prefix": "/shadow"}, "mode": "shadow", "requires": {"provider_name": "idp"}},
+                {"name": "enforce", "match": {"prefix": "/enforce"}, "requires": {"provider_name": "idp"}}
+            ],
+        });
+        if !default.is_null() {
+            doc["default"] = default;
+        }
+        Config::parse(doc.to_string().as_bytes()).unwrap_or_else(|e| panic!("config: {e}"))
+    }
+
+    fn request(method: &str, path: &str, host: &str, extra: &[(&str, &str)]) -> HeaderList {
+        let mut h = vec![
+            (":method".to_owned(), method.as_bytes().to_vec()),
+            (":path".to_owned(), path.as_bytes().to_vec()),
+            (":authority".to_owned(), host.as_bytes().to_vec()),
+        ];
+        h.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
+        );
+        HeaderList(h)
+    }
+
+    /// "preflight", "refuse:<code>", "<rule>:decided:<code>" or "<rule>:authenticate:<n tokens>".
+    fn step(config: &Config, req: &HeaderList, now: Option<u64>) -> String {
+        match prepare(config, req, &req.names(), now, None).step {
+            Step::Preflight => "preflight".to_owned(),
+            Step::Refuse(d) => format!("refuse:{}", d.code()),
+            Step::Decided(rule, o) => format!("{}:decided:{}", rule.name, code(&o)),
+            Step::Authenticate { rule, tokens, .. } => {
+                format!("{}:authenticate:{}", rule.name, tokens.len())
+            }
+        }
+    }
+
+    const PREFLIGHT: [(&str, &str); 2] = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "GET"),
+    ];
+
+    /// (kind, method, path, extra headers): one of every path kind.
+    type Kind = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+    );
+
+    fn kinds() -> Vec<Kind> {
+        vec![
+            ("public", "GET", "/public/x", vec![]),
+            ("off", "GET", "/off/x", vec![]),
+            ("optional", "GET", "/optional/x", vec![]),
+            ("shadow", "GET", "/shadow/x", vec![]),
+            ("enforce", "GET", "/enforce/x", vec![]),
+            ("preflight", "OPTIONS", "/enforce/x", PREFLIGHT.to_vec()),
+            ("no rule", "GET", "/elsewhere", vec![]),
+        ]
+    }
+
+    #[test]
+    fn identity_headers_go_in_every_spelling_on_every_path() {
+        for config in [
+            cfg(Value::Null, json!({})),
+            cfg(json!({"mode": "off"}), json!({})),
+        ] {
+            for (kind, method, path, mut extra) in kinds() {
+                let spoofed = [
+                    "x-user-sub",
+                    "X-User-Sub",
+                    "x_user_sub",
+                    "X_USER_SUB",
+                    "x-user_sub",
+                    "x_tenant_id",
+                    "X_Auth_Shadow",
+                    "x-auth_degraded",
+                    "x_user_anything",
+                ];
+                extra.extend(spoofed.iter().map(|n| (*n, "forged")));
+                extra.push(("x-request-id", "r1"));
+                let req = request(method, path, "h.example", &extra);
+                let prepared = prepare(&config, &req, &req.names(), Some(NOW * 1000), None);
+                let want: Vec<String> = spoofed.iter().map(|n| n.to_ascii_lowercase()).collect();
+                assert_eq!(prepared.strip, want, "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn query_tokens_and_unforwarded_header_tokens_are_cut_on_every_path() {
+        let config = cfg(json!({"mode": "off"}), json!({"forward_token": false}));
+        for (kind, method, path, mut extra) in kinds() {
+            extra.push(("authorization", "Bearer t"));
+            extra.push(("Authorization_", "x"));
+            let target = format!("{path}?a=1&access%5Ftoken=t&b=2");
+            let req = request(method, &target, "h.example", &extra);
+            let p = prepare(&config, &req, &req.names(), Some(NOW * 1000), None);
+            assert_eq!(
+                p.scrub.path,
+                Some(format!("{path}?a=1&b=2").into_bytes()),
+                "{kind}"
+            );
+            assert_eq!(
+                p.scrub.remove_headers,
+                vec!["authorization".to_owned()],
+                "{kind}"
+            );
+        }
+        // Forwarding providers keep their header token; the query token is cut all the same.
+        let config = cfg(Value::Null, json!({}));
+        let req = request(
+            "GET",
+            "/public?access_token=t",
+            "h",
+            &[("authorization", "Bearer t")],
+        );
+        let p = prepare(&config, &req, &req.names(), Some(NOW * 1000), None);
+        assert!(p.scrub.remove_headers.is_empty());
+        assert_eq!(p.scrub.path, Some(b"/public".to_vec()));
+    }
+
+    #[test]
+    fn every_path_kind_takes_its_step() {
+        let config = cfg(Value::Null, json!({}));
+        let now = Some(NOW * 1000);
+        let want = [
+            "public:decided:allow",
+            "off:decided:allow",
+            "optional:authenticate:0",
+            "shadow:authenticate:0",
+            "enforce:authenticate:0",
+            "preflight",
+            "refuse:no_rule",
+        ];
+        for ((kind, method, path, extra), want) in kinds().into_iter().zip(want) {
+            assert_eq!(
+                step(&config, &request(method, path, "h", &extra), now),
+                want,
+                "{kind}"
+            );
+        }
+        // One token per request, under the rule's mode.
+        let two = [("authorization", "Bearer a")];
+        let req = request("GET", "/shadow/x?access_token=b", "h", &two);
+        assert_eq!(step(&config, &req, now), "shadow:decided:invalid_request");
+        let req = request("GET", "/enforce/x?access_token=a", "h", &two);
+        assert_eq!(step(&config, &req, now), "enforce:decided:invalid_request");
+        let req = request("GET", "/enforce/x", "h", &two);
+        assert_eq!(step(&config, &req, now), "enforce:authenticate:1");
+    }
+
+    #[test]
+    fn without_a_clock_nothing_that_needs_a_token_passes() {
+        let config = cfg(Value::Null, json!({}));
+        let good = [("authorization", "Bearer t")];
+        for path in ["/enforce/x", "/shadow/x", "/optional/x"] {
+            assert_eq!(
+                step(&config, &request("GET", path, "h", &good), None),
+                "refuse:internal_error",
+                "{path}"
+            );
+        }
+        let r = deny_response(&Denial::Internal, "t");
+        assert_eq!(r.status, 500);
+        // Public routes do not depend on time.
+        assert_eq!(
+            step(&config, &request("GET", "/public", "h", &[]), None),
+            "public:decided:allow"
+        );
+    }
+
+    #[test]
+    fn host_rules_see_one_normal_form_and_refuse_what_has_none() {
+        let config = cfg(json!({"mode": "off"}), json!({}));
+        let now = Some(NOW * 1000);
+        for host in [
+            "admin.example.test",
+            "ADMIN.example.test",
+            "admin.example.test.",
+            "admin.example.test.:443",
+            "Admin.Example.Test:8443",
+        ] {
+            assert_eq!(
+                step(&config, &request("GET", "/x", host, &[]), now),
+                "admin:authenticate:0",
+                "{host}"
+            );
+        }
+        for host in ["a.corp.example.test.", "A.B.CORP.example.test.:1"] {
+            assert_eq!(
+                step(&config, &request("GET", "/x", host, &[]), now),
+                "corp:authenticate:0",
+                "{host}"
+            );
+        }
+        for host in [
+            "admin.example.test..",
+            ".admin.example.test",
+            "admin..example.test",
+            "admin.example.test:x",
+            "",
+        ] {
+            assert_eq!(
+                step(&config, &request("GET", "/x", host, &[]), now),
+                "refuse:invalid_request",
+                "{host:?}"
+            );
+        }
+        // Rules before any host rule still decide for such a host: they do not look at it.
+        assert_eq!(
+            step(&config, &request("GET", "/public", "a..b", &[]), now),
+            "public:decided:allow"
+        );
+        assert_eq!(
+            step(
+                &config,
+                &request("GET", "/x", "other.example.test.", &[]),
+                now
+            ),
+            "default:decided:allow"
+        );
+    }
+}
+
 // ---------- the verified-token cache ----------
 
 mod cache {

@@ -104,6 +104,14 @@ pub fn encode_parts(header: &[u8], payload: &[u8], sig: &[u8]) -> String {
     format!("{}.{}.{}", b64url(header), b64url(payload), b64url(sig))
 }
 
+/// A JWS over exactly these header and payload bytes (e.g. JSON with a duplicate member, which a
+/// `Value` cannot hold), signed with `key` for `alg`.
+pub fn sign_bytes_jws(header: &[u8], payload: &[u8], key: KeyName, alg: &str) -> String {
+    let input = signing_input(header, payload);
+    let sig = sign_bytes(alg, key, input.as_bytes());
+    format!("{input}.{}", b64url(&sig))
+}
+
 /// b64url(header).b64url(payload)
 pub fn signing_input(header: &[u8], payload: &[u8]) -> String {
     format!("{}.{}", b64url(header), b64url(payload))

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use wasm_test_harness::client::{try_http_request, Response};
 use wasm_test_harness::stack::Stack;
-use wasm_test_harness::tokens::{self, mint, sign_hmac, sign_raw, std_claims, ALGS};
+use wasm_test_harness::tokens::{
+    self, mint, sign_bytes_jws, sign_hmac, sign_raw, std_claims, ALGS,
+};
 use wasm_test_harness::{envoy, Behavior, EchoUpstream, Envoy, EnvoyOptions, KeyName, MockIdp};
 
 /// The demo plugin config with overrides applied to the `demo` provider and the top level.
@@ -50,6 +52,10 @@ fn assert_denied(
             challenge.contains("error=\"insufficient_scope\""),
             "{name}: {challenge}"
         ),
+        400 => assert!(
+            challenge.starts_with("Bearer realm=\"demo\", error=\"invalid_request\""),
+            "{name}: {challenge}"
+        ),
         _ => {}
     }
     assert_eq!(
@@ -57,6 +63,19 @@ fn assert_denied(
         before,
         "{name}: the upstream must not see a denied request"
     );
+}
+
+/// An ES256 token (real key) whose payload is the standard claims for alice plus `extra` members,
+/// spliced in as raw JSON text so they can repeat a name.
+fn dup_payload(extra: &str) -> String {
+    let base = serde_json::to_string(&std_claims("alice")).expect("json");
+    let payload = format!("{{{extra},{}", &base[1..]);
+    sign_bytes_jws(
+        br#"{"alg":"ES256","kid":"ec-1"}"#,
+        payload.as_bytes(),
+        KeyName::Ec1,
+        "ES256",
+    )
 }
 
 fn with(claims: Value, changes: Value) -> Value {
@@ -147,17 +166,80 @@ fn invalid_tokens_are_rejected_with_their_reason_and_never_reach_the_upstream() 
             401,
             "wrong_issuer",
         ),
+        // A token for another audience is not valid here (RFC 6750 §3.1): 401, never a 403 that
+        // would call it genuine before its signature was checked.
         (
             "wrong audience",
             es(&with(good.clone(), json!({"aud": "other-api"}))),
-            403,
+            401,
             "wrong_audience",
         ),
         (
             "wrong audience array",
             es(&with(good.clone(), json!({"aud": ["a", "b"]}))),
-            403,
+            401,
             "wrong_audience",
+        ),
+        (
+            "forged signature and a foreign audience",
+            sign_raw(
+                &hdr(json!({})),
+                &with(good.clone(), json!({"aud": "other-api"})),
+                KeyName::RsaRogue,
+            ),
+            401,
+            "wrong_audience",
+        ),
+        // A parser differential: two members of one name. Signed with the real key, so only the
+        // duplicate can be the reason.
+        (
+            "duplicate exp (expired, then future)",
+            dup_payload(&format!(
+                r#""exp":{},"exp":{}"#,
+                tokens::now() - 3600,
+                tokens::now() + 3600
+            )),
+            401,
+            "malformed",
+        ),
+        (
+            "duplicate sub, second spelled with an escape",
+            dup_payload(r#""sub":"alice","\u0073ub":"admin""#),
+            401,
+            "malformed",
+        ),
+        (
+            "duplicate member in a nested claim",
+            dup_payload(r#""org":{"id":"a","id":"b"}"#),
+            401,
+            "malformed",
+        ),
+        (
+            "duplicate alg in the header",
+            sign_bytes_jws(
+                br#"{"alg":"ES256","kid":"ec-1","alg":"ES256"}"#,
+                &serde_json::to_vec(&good).expect("json"),
+                KeyName::Ec1,
+                "ES256",
+            ),
+            401,
+            "malformed",
+        ),
+        (
+            "nested JWT (cty JWT)",
+            sign_raw(&hdr(json!({"cty": "JWT"})), &good, KeyName::Rsa1),
+            401,
+            "forbidden_header",
+        ),
+        (
+            "nested JWT (cty application/jwt)",
+            sign_raw(
+                &hdr(json!({"cty": "application/jwt"})),
+                &good,
+                KeyName::Rsa1,
+            ),
+            401,
+            "forbidden_header",
         ),
         (
             "bad signature",
@@ -294,7 +376,8 @@ fn invalid_tokens_are_rejected_with_their_reason_and_never_reach_the_upstream() 
     );
     assert_denied(&stack, "non-UTF-8 header", &r, 401, "malformed", before);
 
-    // Two Authorization headers (a valid token and another): one malformed credential, not a pass.
+    // Two Authorization headers (a valid token and another): more than one token is
+    // `400 invalid_request` (RFC 6750 §3.1), whatever their order.
     let valid = tokens::mint_std("ES256", "alice");
     let r = stack.request(
         "GET",
@@ -309,8 +392,8 @@ fn invalid_tokens_are_rejected_with_their_reason_and_never_reach_the_upstream() 
         &stack,
         "two authorization headers",
         &r,
-        401,
-        "malformed",
+        400,
+        "invalid_request",
         before,
     );
 

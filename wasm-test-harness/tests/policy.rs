@@ -146,7 +146,7 @@ fn shadow_records_every_would_deny_and_enforce_blocks_it() {
             "wrong audience",
             Some(with(json!({"aud": "other"}))),
             "wrong_audience",
-            403,
+            401,
         ),
         ("bad signature", Some(forged), "bad_signature", 401),
         ("alg none", Some(none), "alg_not_allowed", 401),
@@ -585,4 +585,111 @@ fn a_live_flip_from_shadow_to_enforce_drops_nothing_and_misdecides_nothing() {
         "requests per phase (before, during, after): valid {:?}, expired {:?}",
         counts[0], counts[1]
     );
+}
+
+/// Tokens never travel on where they must not, on every kind of path: a query-parameter token is cut
+/// from the URL (in every spelling a backend decodes to the same name), and with
+/// `forward_token: false` the header token is removed on public and `off` routes too. And one token
+/// per request: more than one is `400 invalid_request`, whatever the order or which one is valid.
+#[test]
+fn tokens_are_cut_on_every_path_and_one_token_per_request() {
+    let mut cfg: Value = serde_json::from_str(&policy_config(json!({}))).expect("json");
+    cfg["providers"]["demo"]["forward_token"] = json!(false);
+    let stack = Stack::new(MockIdp::start(), cfg.to_string(), 2);
+    let valid = es(json!({"scope": "read:items"}));
+    let forged = sign_raw(
+        &json!({"alg": "RS256", "kid": "rsa-1"}),
+        &claims(json!({"scope": "read:items"})),
+        KeyName::RsaRogue,
+    );
+    let preflight = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "GET"),
+    ];
+    /// (path kind, method, path, extra headers, expected status)
+    type Kind<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+    let kinds: Vec<Kind> = vec![
+        ("public", "GET", "/public", &[], 200),
+        ("off", "GET", "/off/x", &[], 200),
+        ("preflight", "OPTIONS", "/x", &preflight, 200),
+        ("allow_missing", "GET", "/optional/x", &[], 200),
+        ("enforce", "GET", "/x", &[], 200),
+        ("shadow", "GET", "/shadow/x", &[], 200),
+    ];
+    for (kind, method, path, extra, status) in &kinds {
+        for spelling in [
+            "access_token",
+            "access%5Ftoken",
+            "ACCESS_TOKEN",
+            "access.token",
+        ] {
+            let target = format!("{path}?a=1&{spelling}={valid}&b=2");
+            let (r, seen) = stack.through(method, &target, None, extra);
+            assert_eq!(r.status, *status, "{kind} {spelling}: {}", r.body);
+            let seen = seen.unwrap_or_else(|| panic!("{kind} {spelling}: upstream saw nothing"));
+            assert_eq!(seen.path, format!("{path}?a=1&b=2"), "{kind} {spelling}");
+        }
+        let (r, seen) = stack.through(method, path, Some(&valid), extra);
+        assert_eq!(r.status, *status, "{kind} header token: {}", r.body);
+        let seen = seen.unwrap_or_else(|| panic!("{kind}: upstream saw nothing"));
+        assert_eq!(
+            seen.header("authorization"),
+            None,
+            "{kind}: forward_token false removes the header"
+        );
+        assert!(!format!("{:?}", seen.headers).contains(&valid), "{kind}");
+    }
+    // More than one token: 400 invalid_request in enforce, a would-deny in shadow; the order does
+    // not matter and neither does which one is valid.
+    let two_params = |a: &str, b: &str| format!("?access_token={a}&access_token={b}");
+    type Headers<'a> = Vec<(&'a str, Vec<u8>)>;
+    let requests: Vec<(String, Headers)> = vec![
+        (two_params(&valid, &forged), vec![]),
+        (two_params(&forged, &valid), vec![]),
+        (two_params(&valid, &valid), vec![]),
+        (
+            format!("?access_token={forged}"),
+            vec![("authorization", format!("Bearer {valid}").into_bytes())],
+        ),
+        (
+            format!("?access_token={valid}"),
+            vec![("authorization", format!("Bearer {forged}").into_bytes())],
+        ),
+        (
+            String::new(),
+            vec![
+                ("authorization", format!("Bearer {valid}").into_bytes()),
+                ("authorization", format!("Bearer {forged}").into_bytes()),
+            ],
+        ),
+    ];
+    for (i, (query, headers)) in requests.iter().enumerate() {
+        let before = stack.echo.count();
+        let r = stack.request("GET", &format!("/x{query}"), headers, b"");
+        assert_eq!(
+            (r.status, code(&r)),
+            (400, "invalid_request".to_owned()),
+            "case {i}: {}",
+            r.body
+        );
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|c| c.contains("error=\"invalid_request\"")),
+            "case {i}"
+        );
+        assert_eq!(
+            stack.echo.count(),
+            before,
+            "case {i}: nothing reaches the upstream"
+        );
+        let r = stack.request("GET", &format!("/shadow/x{query}"), headers, b"");
+        assert_eq!(r.status, 200, "shadow case {i}");
+        let seen = stack.echo.last().expect("shadow forwards");
+        assert_eq!(
+            seen.header("x-auth-shadow"),
+            Some("deny; reason=invalid_request"),
+            "shadow case {i}"
+        );
+        assert_eq!(seen.header("x-user-sub"), None, "shadow case {i}");
+    }
 }
