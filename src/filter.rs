@@ -621,6 +621,22 @@ impl Root {
         let _ = hostcalls::set_effective_context(self.context_id);
     }
 
+    /// Answers every parked request with `500 internal_error`: without a clock their deadlines and
+    /// the keys they wait for cannot be judged, and they must not wait forever.
+    fn fail_waiters(&mut self) {
+        let Some(config) = self.vm.borrow().config.clone() else {
+            return;
+        };
+        let telemetry = self.vm.borrow().telemetry.clone();
+        let waiters = std::mem::take(&mut self.vm.borrow_mut().waiters);
+        for w in waiters {
+            if hostcalls::set_effective_context(w.context_id).is_ok() {
+                deny_without_rule(&config, &telemetry, Denial::Internal, &w.ctx);
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+
     fn set_tick(&self, now: u64) {
         let fast = self.vm.borrow().anything_missing(now);
         let _ = hostcalls::set_tick_period(if fast { FAST_TICK } else { SLOW_TICK });
@@ -774,6 +790,7 @@ impl RootContext for Root {
                 LogLevel::Error,
                 "the host clock is unavailable; skipping this tick",
             );
+            self.fail_waiters();
             return;
         };
         self.vm.borrow_mut().sync_all();
