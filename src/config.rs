@@ -455,6 +455,14 @@ fn fnv1a(text: &str) -> u64 {
 
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        // serde keeps the last of two members with one name inside maps (two providers called
+        // "corp"): a config that says two things is refused rather than read one way.
+        if crate::json::parse(bytes) == Err(crate::json::StrictError::DuplicateMember) {
+            return Err(err(
+                "",
+                "a JSON object names the same member twice (e.g. two providers of one name)",
+            ));
+        }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let field = e.path().to_string();

@@ -666,3 +666,51 @@ fn trailing_bytes_after_document_are_refused() {
     // Trailing whitespace is fine.
     assert!(Config::parse(format!("{doc}\n  \t").as_bytes()).is_ok());
 }
+
+#[test]
+fn a_member_named_twice_is_refused_and_names_compare_in_every_spelling() {
+    // Two providers of one name: serde would keep the second silently.
+    let doc = base().to_string();
+    let twice = doc.replacen(
+        "\"providers\":{",
+        "\"providers\":{\"corp\":{\"issuer\":\"https://first\",\"local_jwks\":{\"inline\":{\"keys\":[]}}},",
+        1,
+    );
+    assert_ne!(twice, doc);
+    let e = Config::parse(twice.as_bytes()).expect_err("duplicate provider accepted");
+    assert!(e.problem.contains("twice"), "{e}");
+    // claim_to_headers: `X_User_Sub` and `x-user-sub` are one header.
+    let e = refused(
+        "claim header twice",
+        &edit(|v| {
+            v["providers"]["corp"]["claim_to_headers"] = json!([
+                {"claim": "sub", "header": "x-user-sub"},
+                {"claim": "email", "header": "X_User_Sub"}
+            ])
+        }),
+    );
+    assert_eq!(e.field, "providers.corp.claim_to_headers[1].header");
+    // A token header that is an identity header in another spelling.
+    let e = refused(
+        "token header spelled as an identity header",
+        &edit(|v| v["providers"]["corp"]["from_headers"] = json!([{"name": "x_user_sub"}])),
+    );
+    assert_eq!(e.field, "providers.corp.from_headers");
+    // Hosts are kept in the request's normal form; a host without one is refused.
+    let c = parse_value(&edit(|v| {
+        v["rules"][0]["match"]["hosts"] = json!(["Admin.Example.Test.", "*.Corp.Example."])
+    }))
+    .expect("hosts");
+    assert_eq!(
+        c.rules[0].matcher.hosts,
+        vec!["admin.example.test".to_owned(), "*.corp.example".to_owned()]
+    );
+    assert!(c.uses_hosts);
+    for bad in ["a..b", "a.b..", ".a", "a:443", "*.", "*"] {
+        let e = refused(
+            bad,
+            &edit(|v| v["rules"][0]["match"]["hosts"] = json!([bad])),
+        );
+        assert_eq!(e.field, "rules[0].match.hosts[0]", "{bad}");
+    }
+}
