@@ -941,3 +941,124 @@ fn envoy_defaults_override_the_shipped_lines_or_refuse() {
     let err = validate_options(&noop).expect_err("nothing to override");
     assert!(err.contains("nothing to"), "{err}");
 }
+
+// ---------- the shipped configs ----------
+
+const HCM: &str = "envoy.filters.network.http_connection_manager";
+
+/// Every HTTP connection manager's typed_config in a parsed config.
+fn hcms(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(m) => {
+            if m.get("name").and_then(Value::as_str) == Some(HCM) {
+                out.push(m.get("typed_config").cloned().unwrap_or(Value::Null));
+            }
+            m.values().for_each(|x| hcms(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| hcms(x, out)),
+        _ => {}
+    }
+}
+
+fn parse_yaml(text: &str, what: &str) -> Value {
+    let y: serde_yaml::Value =
+        serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{what}: not YAML: {e}"));
+    serde_json::to_value(y).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Problems with the edge settings of every HCM in `config` (empty when all are set as shipped).
+fn edge_setting_problems(config: &Value, what: &str) -> (usize, Vec<String>) {
+    let mut found = Vec::new();
+    hcms(config, &mut found);
+    let mut problems = Vec::new();
+    for (i, hcm) in found.iter().enumerate() {
+        let action = &hcm["common_http_protocol_options"]["headers_with_underscores_action"];
+        if action != "DROP_HEADER" {
+            problems.push(format!(
+                "{what}: HCM {i}: headers_with_underscores_action is {action}, want DROP_HEADER"
+            ));
+        }
+        if hcm["strip_trailing_host_dot"] != true {
+            problems.push(format!(
+                "{what}: HCM {i}: strip_trailing_host_dot is {}, want true",
+                hcm["strip_trailing_host_dot"]
+            ));
+        }
+    }
+    (found.len(), problems)
+}
+
+/// Every HTTP connection manager in every Envoy config the project ships (envoy/, examples/envoy/,
+/// and each bench configuration) drops underscore headers and strips a trailing host dot. The bench
+/// bootstraps are also validated by Envoy, except `wasm-floor`, whose module only `make bench` builds
+/// (its bootstrap is the same template, checked above; only its wasm filter differs).
+#[test]
+fn every_shipped_envoy_config_sets_the_edge_settings() {
+    let root = wasm_test_harness::repo_root();
+    let mut with_hcm = Vec::new();
+    let mut problems = Vec::new();
+    for dir in ["envoy", "examples/envoy"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let what = path
+                .strip_prefix(&root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let text = std::fs::read_to_string(&path).expect("read");
+            // Placeholders are values; any scalar keeps the YAML parseable.
+            let mut parsed_text = text.clone();
+            while let Some(i) = parsed_text.find("{{") {
+                let j = parsed_text[i..].find("}}").expect("closed placeholder") + i + 2;
+                parsed_text.replace_range(i..j, "placeholder");
+            }
+            let (n, p) = edge_setting_problems(&parse_yaml(&parsed_text, &what), &what);
+            problems.extend(p);
+            if n > 0 {
+                with_hcm.push(what);
+            }
+        }
+    }
+    let opts = wasm_test_harness::bench::parse_args(&[]).expect("bench defaults");
+    for config in wasm_test_harness::bench::CONFIGS {
+        let what = format!("bench/envoy-bench.yaml ({config})");
+        let text = wasm_test_harness::bench::render_bootstrap(config, &opts, 0, 0)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (n, p) = edge_setting_problems(&parse_yaml(&text, &what), &what);
+        problems.extend(p);
+        assert_eq!(n, 1, "{what}: one HCM");
+        with_hcm.push(what.clone());
+        if *config != "wasm-floor" {
+            let dir = std::env::temp_dir().join(format!("jwt-guard-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let path = dir.join(format!("envoy-{config}.yaml"));
+            std::fs::write(&path, &text).expect("write");
+            wasm_test_harness::validate(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    for must in [
+        "envoy/envoy.yaml",
+        "envoy/lds.yaml",
+        "examples/envoy/envoy.yaml",
+        "examples/envoy/listener.yaml",
+    ] {
+        assert!(
+            with_hcm.iter().any(|w| w == must),
+            "{must} has no HCM? checked {with_hcm:?}"
+        );
+    }
+    // The checker itself: a config without the settings, or with another action, is reported.
+    let bare = json!({"filters": [{"name": HCM, "typed_config": {"stat_prefix": "x"}}]});
+    assert_eq!(edge_setting_problems(&bare, "bare").1.len(), 2);
+    let reject = json!({"filters": [{"name": HCM, "typed_config": {
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+        "strip_trailing_host_dot": true}}]});
+    assert_eq!(edge_setting_problems(&reject, "reject").1.len(), 1);
+}
