@@ -345,6 +345,24 @@ fn filters_for(config: &str, opts: &BenchOptions) -> Result<String, String> {
     }
 }
 
+/// The bootstrap `bench` runs for `config` (one of [`CONFIGS`]): bench/envoy-bench.yaml with that
+/// configuration's filters, on the given ports.
+pub fn render_bootstrap(
+    config: &str,
+    opts: &BenchOptions,
+    listen_port: u16,
+    admin_port: u16,
+) -> Result<String, String> {
+    Ok(render(
+        &read_template("envoy-bench.yaml")?,
+        &[
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("LISTEN_PORT", listen_port.to_string()),
+            ("FILTERS", filters_for(config, opts)?),
+        ],
+    ))
+}
+
 /// One Envoy for one configuration; killed on drop.
 struct BenchEnvoy {
     config: String,
@@ -361,14 +379,7 @@ impl BenchEnvoy {
         while admin_port == port {
             admin_port = pick_free_port()?;
         }
-        let yaml = render(
-            &read_template("envoy-bench.yaml")?,
-            &[
-                ("ADMIN_PORT", admin_port.to_string()),
-                ("LISTEN_PORT", port.to_string()),
-                ("FILTERS", filters_for(config, opts)?),
-            ],
-        );
+        let yaml = render_bootstrap(config, opts, port, admin_port)?;
         let cfg = dir.join(format!("envoy-{config}.yaml"));
         fs::write(&cfg, yaml).map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
         let log = dir.join(format!("envoy-{config}.log"));

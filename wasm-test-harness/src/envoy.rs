@@ -218,6 +218,65 @@ fn leftover_placeholders(text: &str) -> Vec<String> {
     found
 }
 
+/// The HTTP connection manager's edge settings in the rendered config.
+///
+/// The shipped configs set `common_http_protocol_options.headers_with_underscores_action: DROP_HEADER` and
+/// `strip_trailing_host_dot: true`, so Envoy itself drops `x_user_sub`-style headers and removes one
+/// trailing dot from the host before the filter runs. [`EdgeSettings::EnvoyDefaults`] renders the same
+/// template with both set to Envoy's defaults (`ALLOW`, `false`), as a deployment without them runs (Istio
+/// without the EnvoyFilter, a hand-written bootstrap): only the filter's own stripping and host handling
+/// are left, so tests can check that layer on its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EdgeSettings {
+    /// The template as written (the shipped settings).
+    #[default]
+    Shipped,
+    /// `headers_with_underscores_action: ALLOW` and `strip_trailing_host_dot: false`. Rendering fails
+    /// if the template (bootstrap plus listener file) does not set both: the override never silently
+    /// does nothing.
+    EnvoyDefaults,
+}
+
+/// The shipped lines and what [`EdgeSettings::EnvoyDefaults`] turns them into.
+pub const EDGE_SETTING_OVERRIDES: [(&str, &str); 2] = [
+    (
+        "headers_with_underscores_action: DROP_HEADER",
+        "headers_with_underscores_action: ALLOW",
+    ),
+    (
+        "strip_trailing_host_dot: true",
+        "strip_trailing_host_dot: false",
+    ),
+];
+
+impl EdgeSettings {
+    fn apply(self, text: String) -> String {
+        match self {
+            EdgeSettings::Shipped => text,
+            EdgeSettings::EnvoyDefaults => EDGE_SETTING_OVERRIDES
+                .iter()
+                .fold(text, |t, (shipped, default)| t.replace(shipped, default)),
+        }
+    }
+
+    /// With `EnvoyDefaults`, an error unless every override landed somewhere in `rendered`.
+    fn check(self, template: &Path, rendered: &[&str]) -> Result<(), String> {
+        if self == EdgeSettings::Shipped {
+            return Ok(());
+        }
+        for (shipped, default) in EDGE_SETTING_OVERRIDES {
+            if !rendered.iter().any(|t| t.contains(default)) {
+                return Err(format!(
+                    "EdgeSettings::EnvoyDefaults: template {} never sets `{shipped}`, so there is nothing to \
+                     override (the run would not differ from the shipped settings)",
+                    template.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct EnvoyOptions {
@@ -230,6 +289,8 @@ pub struct EnvoyOptions {
     pub upstream_port: u16,
     /// Envoy worker threads (`--concurrency`).
     pub concurrency: usize,
+    /// The HCM's underscore-header and trailing-host-dot settings: as shipped, or Envoy's defaults.
+    pub edge_settings: EdgeSettings,
 }
 
 impl Default for EnvoyOptions {
@@ -242,6 +303,7 @@ impl Default for EnvoyOptions {
             idp_port: 0,
             upstream_port: 0,
             concurrency: 2,
+            edge_settings: EdgeSettings::Shipped,
         }
     }
 }
@@ -284,7 +346,7 @@ impl EnvoyOptions {
             ("WASM_PATH", wasm),
             ("PLUGIN_CONFIG", plugin_config),
         ]);
-        let rendered = render(text, &vars);
+        let rendered = self.edge_settings.apply(render(text, &vars));
         let left = leftover_placeholders(&rendered);
         if !left.is_empty() {
             let hint = if left
@@ -518,6 +580,7 @@ fn prepare_with(
             ));
         }
         let rendered = opts.render_config(listen_port, admin_port)?;
+        opts.edge_settings.check(&opts.template, &[&rendered])?;
         let dir = make_temp_dir()?;
         let config_path = dir.join("envoy.yaml");
         fs::write(&config_path, rendered)
@@ -566,6 +629,11 @@ fn prepare_with(
             ("LDS_DIR", dir.to_string_lossy().into_owned()),
         ],
     );
+    let rendered = rendered.and_then(|r| {
+        opts.edge_settings
+            .check(&opts.template, &[&r, &lds_text])
+            .map(|()| r)
+    });
     let rendered = match rendered {
         Ok(r) => r,
         Err(e) => {

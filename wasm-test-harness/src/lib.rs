@@ -21,7 +21,7 @@ pub mod tokens;
 
 pub use client::{http_get, http_request, Response};
 pub use echo::{EchoUpstream, RecordedRequest};
-pub use envoy::{render, repo_root, validate, wasm_path, Envoy, EnvoyOptions};
+pub use envoy::{render, repo_root, validate, wasm_path, EdgeSettings, Envoy, EnvoyOptions};
 pub use idp::{Behavior, MockIdp};
 pub use keys::{jwks, KeyName};
 pub use tokens::{encode_parts, mint, sign_raw, std_claims};

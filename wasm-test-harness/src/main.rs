@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use wasm_test_harness::args::Args;
-use wasm_test_harness::envoy::{self, Envoy, EnvoyOptions};
+use wasm_test_harness::envoy::{self, EdgeSettings, Envoy, EnvoyOptions};
 use wasm_test_harness::{tokens, EchoUpstream, MockIdp};
 
 const USAGE: &str = "\
@@ -111,6 +111,7 @@ fn demo(args: &Args) -> Result<(), String> {
             idp_port: idp.port(),
             upstream_port: upstream.port(),
             concurrency,
+            edge_settings: EdgeSettings::Shipped,
         },
         port,
         admin_port,

@@ -3,7 +3,7 @@
 //! test files so each scenario reads as requests and assertions only.
 
 use crate::client::{try_http_request, Response};
-use crate::envoy::{Envoy, EnvoyOptions};
+use crate::envoy::{EdgeSettings, Envoy, EnvoyOptions};
 use crate::{EchoUpstream, MockIdp, RecordedRequest};
 use std::time::Duration;
 
@@ -21,12 +21,23 @@ impl Stack {
 
     /// Like `start`, with an IdP the test prepared (behaviour, key set) before Envoy starts.
     pub fn new(idp: MockIdp, plugin_config: String, concurrency: usize) -> Stack {
+        Stack::with_edge_settings(idp, plugin_config, concurrency, EdgeSettings::Shipped)
+    }
+
+    /// Like `new`, with the HCM edge settings as shipped or at Envoy's defaults ([`EdgeSettings`]).
+    pub fn with_edge_settings(
+        idp: MockIdp,
+        plugin_config: String,
+        concurrency: usize,
+        edge_settings: EdgeSettings,
+    ) -> Stack {
         let echo = EchoUpstream::start();
         let opts = EnvoyOptions {
             plugin_config,
             idp_port: idp.port(),
             upstream_port: echo.port(),
             concurrency,
+            edge_settings,
             ..EnvoyOptions::default()
         };
         let envoy = Envoy::start(opts).unwrap_or_else(|e| panic!("envoy did not start: {e}"));

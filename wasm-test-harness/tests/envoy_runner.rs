@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wasm_test_harness::envoy::{self, validate_options};
-use wasm_test_harness::{http_get, render, validate, EchoUpstream, Envoy, EnvoyOptions, MockIdp};
+use wasm_test_harness::{
+    http_get, render, validate, EchoUpstream, EdgeSettings, Envoy, EnvoyOptions, MockIdp,
+};
 
 fn noop_template() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/noop-envoy.yaml")
@@ -19,6 +21,7 @@ fn noop_options(upstream: &EchoUpstream, idp: &MockIdp, plugin_config: &str) -> 
         idp_port: idp.port(),
         upstream_port: upstream.port(),
         concurrency: 2,
+        edge_settings: EdgeSettings::Shipped,
     }
 }
 

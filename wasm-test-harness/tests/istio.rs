@@ -13,6 +13,10 @@
 //! - The WasmPlugin's `pluginConfig` must be a valid jwt-guard config (after the protobuf `Struct`
 //!   round trip Istio puts it through), and its JWKS cluster must be the one the ServiceEntry and
 //!   DestinationRule create, with TLS origination.
+//! - The EnvoyFilter (`envoyfilter-edge.yaml`) must patch the same gateway's HTTP connection managers with
+//!   the shipped edge settings (`headers_with_underscores_action: DROP_HEADER`,
+//!   `strip_trailing_host_dot: true`), and its patch, merged into a real HCM, must pass
+//!   `envoy --mode validate` (the CRD leaves `patch.value` free-form, so only Envoy can check it).
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -77,12 +81,25 @@ struct CrdVersion {
     schema: Value,
 }
 
-/// (group, version, kind) -> the version's schema, from `testdata/istio/crds.yaml`.
+/// The CRD files in `testdata/istio` (see SOURCE.md there).
+const CRD_FILES: &[&str] = &["crds.yaml", "envoyfilter-crd.yaml"];
+
+/// (group, version, kind) -> the version's schema, from the files in [`CRD_FILES`].
 fn crds() -> BTreeMap<(String, String, String), CrdVersion> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/istio/crds.yaml");
-    let text = std::fs::read_to_string(path).expect("testdata/istio/crds.yaml");
     let mut out = BTreeMap::new();
-    for crd in yaml_documents(&text) {
+    for file in CRD_FILES {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/istio")
+            .join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        add_crds(&text, &mut out);
+    }
+    out
+}
+
+fn add_crds(text: &str, out: &mut BTreeMap<(String, String, String), CrdVersion>) {
+    for crd in yaml_documents(text) {
         assert_eq!(crd["kind"], "CustomResourceDefinition");
         let spec = &crd["spec"];
         let group = spec["group"].as_str().expect("group").to_owned();
@@ -99,7 +116,6 @@ fn crds() -> BTreeMap<(String, String, String), CrdVersion> {
             );
         }
     }
-    out
 }
 
 fn gvk(doc: &Value) -> (String, String, String) {
@@ -221,6 +237,20 @@ fn cel_emulation(message: &str) -> Option<fn(&Value) -> bool> {
             s.as_object()
                 .is_some_and(|m| m.keys().all(|k| !k.is_empty()))
         },
+        // EnvoyFilter
+        "only one of targetRefs or workloadSelector can be set" => {
+            |s| !(has(s, "workloadSelector") && has(s, "targetRefs"))
+        }
+        "only support waypointMatch when context is WAYPOINT" => |s| {
+            if s["context"] == "WAYPOINT" {
+                has(s, "waypoint")
+            } else {
+                !has(s, "waypoint")
+            }
+        },
+        "cross namespace referencing is not currently supported" => {
+            |s| s.as_str().is_some_and(str::is_empty)
+        }
         // ServiceEntry
         "hostname cannot be wildcard" => |s| s != "*",
         "port must be between 1-65535" => |s| s.as_u64().is_some_and(|p| (1..=65_535).contains(&p)),
@@ -385,6 +415,16 @@ fn wasm_plugin_crd() -> CrdVersion {
         .expect("WasmPlugin CRD")
 }
 
+fn envoy_filter_crd() -> CrdVersion {
+    crds()
+        .remove(&(
+            "networking.istio.io".into(),
+            "v1alpha3".into(),
+            "EnvoyFilter".into(),
+        ))
+        .expect("EnvoyFilter CRD")
+}
+
 fn service_entry_crd() -> CrdVersion {
     crds()
         .remove(&(
@@ -451,7 +491,7 @@ fn every_example_document_is_accepted_by_its_crd_or_listed_as_unchecked() {
     println!("{}", unchecked.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The examples the deliverable promises, and no stale NOT_SCHEMA_CHECKED entry.
-    for kind in ["WasmPlugin", "ServiceEntry"] {
+    for kind in ["WasmPlugin", "ServiceEntry", "EnvoyFilter"] {
         assert!(
             checked.iter().any(|c| c.contains(&format!(" {kind} "))),
             "no {kind} was schema-checked"
@@ -467,7 +507,11 @@ fn every_example_document_is_accepted_by_its_crd_or_listed_as_unchecked() {
 
 #[test]
 fn examples_have_no_yaml11_booleans() {
-    for file in ["wasmplugin.yaml", "serviceentry.yaml"] {
+    for file in [
+        "wasmplugin.yaml",
+        "serviceentry.yaml",
+        "envoyfilter-edge.yaml",
+    ] {
         let lines = yaml11_boolean_lines(&example_text(file));
         assert!(
             lines.is_empty(),
@@ -769,4 +813,164 @@ fn k8s_extensions_are_read_as_kubernetes_does() {
     assert!(!schema_errors(&schema, &json!({ "labels": { "a": 1 } })).is_empty());
     assert!(!schema_errors(&schema, &json!({ "free": "text" })).is_empty());
     assert!(!schema_errors(&schema, &json!({ "unknown": 1 })).is_empty());
+}
+
+// ---------- the edge settings (EnvoyFilter) ----------
+
+const HCM: &str = "envoy.filters.network.http_connection_manager";
+const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// The EnvoyFilter's patches of the HTTP connection manager.
+fn hcm_patches(envoy_filter: &Value) -> Vec<Value> {
+    envoy_filter["spec"]["configPatches"]
+        .as_array()
+        .expect("configPatches")
+        .iter()
+        .filter(|p| {
+            p["applyTo"] == "NETWORK_FILTER"
+                && p["match"]["listener"]["filterChain"]["filter"]["name"] == HCM
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn edge_settings_envoyfilter_patches_the_gateway_that_runs_jwt_guard() {
+    let plugin = find_doc("WasmPlugin");
+    let ef = find_doc("EnvoyFilter");
+    // The same pods as the WasmPlugin, in the same namespace (an EnvoyFilter with a workloadSelector
+    // applies to pods in its own namespace only).
+    assert_eq!(ef["metadata"]["namespace"], plugin["metadata"]["namespace"]);
+    assert_eq!(
+        ef["spec"]["workloadSelector"]["labels"], plugin["spec"]["selector"]["matchLabels"],
+        "the EnvoyFilter must select the WasmPlugin's gateway"
+    );
+    let patches = hcm_patches(&ef);
+    assert_eq!(patches.len(), 1, "one patch of the HCM: {patches:#?}");
+    let p = &patches[0];
+    assert_eq!(p["match"]["context"], "GATEWAY");
+    assert_eq!(p["patch"]["operation"], "MERGE");
+    let hcm = &p["patch"]["value"]["typed_config"];
+    assert_eq!(hcm["@type"], HCM_TYPE);
+    assert_eq!(
+        hcm["common_http_protocol_options"]["headers_with_underscores_action"],
+        "DROP_HEADER"
+    );
+    assert_eq!(hcm["strip_trailing_host_dot"], true);
+}
+
+/// Protobuf MERGE as Istio applies it: messages merge field by field, repeated fields append, scalars
+/// replace.
+fn proto_merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(existing) => proto_merge(existing, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => a.extend(b.iter().cloned()),
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+/// The harness's no-wasm bootstrap with `patch` merged into its HCM, validated by the real Envoy.
+fn validate_with_hcm_patch(patch: &Value) -> Result<(), String> {
+    use wasm_test_harness::envoy::{self, EnvoyOptions};
+    let opts = EnvoyOptions {
+        template: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/noop-envoy.yaml"),
+        // The no-wasm template echoes this into a header value: keep it on one line.
+        plugin_config: "{}".to_owned(),
+        ..EnvoyOptions::default()
+    };
+    let rendered = opts.render_config(0, 0)?;
+    let mut bootstrap: Value = serde_json::to_value(
+        serde_yaml::from_str::<serde_yaml::Value>(&rendered).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut merged = 0;
+    for listener in bootstrap["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+    {
+        for chain in listener["filter_chains"].as_array_mut().expect("chains") {
+            for filter in chain["filters"].as_array_mut().expect("filters") {
+                if filter["name"] == HCM {
+                    proto_merge(filter, patch);
+                    merged += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(merged, 1, "the bootstrap has one HCM");
+    let dir = std::env::temp_dir().join(format!("jwt-guard-istio-ef-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = dir.join(format!("bootstrap-{n}.json"));
+    std::fs::write(&path, bootstrap.to_string()).map_err(|e| e.to_string())?;
+    let result = envoy::validate(&path);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+#[test]
+fn edge_settings_patch_is_accepted_by_envoy_and_typos_in_it_are_not() {
+    // patch.value is free-form for the CRD (preserve-unknown-fields): only Envoy can check it.
+    let ef = find_doc("EnvoyFilter");
+    let patch = hcm_patches(&ef)[0]["patch"]["value"].clone();
+    validate_with_hcm_patch(&patch).unwrap_or_else(|e| panic!("the EnvoyFilter's patch: {e}"));
+    let mut bad_enum = patch.clone();
+    bad_enum["typed_config"]["common_http_protocol_options"]["headers_with_underscores_action"] =
+        json!("DROP_HEADERS");
+    let e =
+        validate_with_hcm_patch(&bad_enum).expect_err("an unknown enum value must not validate");
+    assert!(e.contains("DROP_HEADERS"), "{e}");
+    let mut bad_field = patch.clone();
+    let v = bad_field["typed_config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("strip_trailing_host_dot")
+        .unwrap();
+    bad_field["typed_config"]["strip_trailing_host_dots"] = v;
+    let e = validate_with_hcm_patch(&bad_field).expect_err("a misspelled field must not validate");
+    assert!(e.contains("strip_trailing_host_dots"), "{e}");
+}
+
+#[test]
+fn envoyfilter_schema_refuses_bad_values() {
+    let refuse = |edit: &dyn Fn(&mut Value), needle: &str| {
+        let mut ef = find_doc("EnvoyFilter");
+        edit(&mut ef["spec"]);
+        assert_refused(&validate_spec(&envoy_filter_crd(), &ef["spec"]), needle);
+    };
+    refuse(
+        &|s| s["configPatches"][0]["applyTo"] = json!("NETWORK_FILTERS"),
+        "spec/configPatches/0/applyTo",
+    );
+    refuse(
+        &|s| s["configPatches"][0]["patch"]["operation"] = json!("MERGED"),
+        "spec/configPatches/0/patch/operation",
+    );
+    refuse(
+        &|s| s["configPatches"][0]["match"]["context"] = json!("INGRESS"),
+        "spec/configPatches/0/match/context",
+    );
+    refuse(
+        &|s| s["configPatches"][0]["match"]["listner"] = json!({}),
+        "listner",
+    );
+    refuse(
+        &|s| s["targetRefs"] = json!([{ "kind": "Gateway", "name": "gw" }]),
+        "only one of targetRefs or workloadSelector",
+    );
+    refuse(
+        &|s| s["configPatches"][0]["match"]["waypoint"] = json!({}),
+        "only support waypointMatch when context is WAYPOINT",
+    );
 }

@@ -16,7 +16,7 @@ use wasm_test_harness::envoy::{
     self, default_lds_bootstrap_template, default_lds_template, validate_lds_options,
     validate_options,
 };
-use wasm_test_harness::{EchoUpstream, Envoy, EnvoyOptions, MockIdp};
+use wasm_test_harness::{EchoUpstream, EdgeSettings, Envoy, EnvoyOptions, MockIdp};
 
 fn noop_lds_template() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lds-noop.yaml")
@@ -30,6 +30,7 @@ fn noop_options(upstream: &EchoUpstream, idp: &MockIdp, plugin_config: &str) -> 
         idp_port: idp.port(),
         upstream_port: upstream.port(),
         concurrency: 2,
+        edge_settings: EdgeSettings::Shipped,
     }
 }
 
