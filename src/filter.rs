@@ -639,8 +639,10 @@ impl Root {
             vm.caches.iter().flatten().map(|c| c.next_event_ms(now)),
         );
         if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
+            // Runs on every tick: at warn level a failing host would flood the log; the previous
+            // period stays in force, so nothing else is to be done here.
             log(
-                LogLevel::Warn,
+                LogLevel::Debug,
                 &format!("cannot set the tick period to {period} ms: {status:?}"),
             );
         }
