@@ -161,7 +161,7 @@ fn check_token(
                 let claims = Rc::new(parsed.claims);
                 let expires_at = match numeric_date(&claims, "exp") {
                     Ok(Some(exp)) if exp > 0.0 => exp as u64,
-                    _ => now + MAX_TTL_WITHOUT_EXP_SECS,
+                    _ => now.saturating_add(MAX_TTL_WITHOUT_EXP_SECS),
                 };
                 keys.cache_put(
                     hash,
@@ -174,7 +174,7 @@ fn check_token(
                         key_gen: keys.generation(index),
                         // Never past the token's exp, nor past a retired key's grace deadline.
                         expires_at: expires_at
-                            .min(now + 86_400)
+                            .min(now.saturating_add(86_400))
                             .min(key_until_ms.map_or(u64::MAX, |ms| ms / 1000)),
                     },
                 );
@@ -194,7 +194,8 @@ fn check_token(
 }
 
 /// The cached path: no parse, no signature; every check that depends on time or the route runs again,
-/// and the verifying key must still be in the key set. `None` means "take the full path".
+/// and the verifying key must still be usable: its key set usable and the key in it, within its
+/// rotation grace. `None` means "take the full path".
 fn check_cached(
     config: &Config,
     requirement: &Requirement,
@@ -216,20 +217,25 @@ fn check_cached(
     if let Err(d) = claim_checks(provider, audiences, hit.alg, &hit.claims, token_len, now) {
         return Some(Outcome::Deny(d));
     }
+    // The signature stays verified, but the key only vouches for the token while the key set may
+    // be used (fresh, or within max_stale) and the key is in it, within its rotation grace. Anything
+    // else takes the full path, which waits for keys or fails closed as an uncached token would.
+    let KeyState::Ready(set) = keys.keys(hit.provider) else {
+        return None;
+    };
+    let now_ms = now.saturating_mul(1000);
+    let key = match set.lookup(hit.kid.as_deref(), hit.alg, now_ms) {
+        KeyLookup::Found(candidates) => candidates
+            .into_iter()
+            .find(|k| Rc::ptr_eq(&k.raw, &hit.key_raw) || k.raw == hit.key_raw),
+        _ => None,
+    };
+    let Some(key) = key else {
+        keys.cache_drop(hash);
+        return None;
+    };
     let gen = keys.generation(hit.provider);
     if gen != hit.key_gen {
-        let KeyState::Ready(set) = keys.keys(hit.provider) else {
-            return None;
-        };
-        let now_ms = now.saturating_mul(1000);
-        let key = match set.lookup(hit.kid.as_deref(), hit.alg, now_ms) {
-            KeyLookup::Found(candidates) => candidates.into_iter().find(|k| k.raw == hit.key_raw),
-            _ => None,
-        };
-        let Some(key) = key else {
-            keys.cache_drop(hash);
-            return None;
-        };
         // A key withdrawn in this generation is live only until its grace deadline: so is the entry.
         keys.cache_key_seen(hash, gen, key.until_ms.map(|ms| ms / 1000));
     }

@@ -2,7 +2,7 @@
 //! each answer, and the errors: a `cause` for the fetch metric and a message for the log.
 
 use crate::config::split_uri;
-use crate::jwks::{JwksError, KeySet, MAX_JWKS_BYTES};
+use crate::jwks::{log_text, JwksError, KeySet, MAX_JWKS_BYTES};
 use serde_json::Value;
 
 /// Bigger discovery documents are refused (real ones are a few KB).
@@ -47,27 +47,81 @@ impl Stage {
     }
 }
 
-/// Checks the status line and size of an answer before its body is read.
-pub fn check_answer(
-    stage: Stage,
-    status: Option<&str>,
-    body_size: usize,
-) -> Result<(), FetchError> {
+/// Envoy's own answer when it could not reach the cluster at all (connect failure, reset before the
+/// response headers, no endpoint): these texts are its local replies, not an IdP's.
+const ENVOY_CONNECT_FAILURES: &[&[u8]] = &[
+    b"upstream connect error or disconnect/reset before headers",
+    b"no healthy upstream",
+];
+
+/// The two clocks (wall time read by the filter, Envoy's timer) may disagree by a few milliseconds.
+const TIMER_SLACK_MS: u64 = 10;
+
+/// An answer to a refresh step, as `dispatch_http_call` delivered it.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// `:status`, `None` when the call failed without a response (e.g. a reset after the headers).
+    pub status: Option<&'a str>,
+    pub body_size: usize,
+    /// The first bytes of the body of a non-200 answer (empty for a 200): Envoy's local replies are
+    /// told apart from the IdP's by their text.
+    pub body_start: &'a [u8],
+    /// Time from dispatch to this answer, and the timeout the call was dispatched with.
+    pub elapsed_ms: u64,
+    pub timeout_ms: u64,
+}
+
+/// How much of a non-200 body `Answer::body_start` needs.
+pub const BODY_START_BYTES: usize = 160;
+
+/// Checks the status line and size of an answer before its body is read. A failed call is one of:
+/// `timeout` (no answer, or Envoy's 504, once the timeout has run out), `connect_error` (Envoy could
+/// not reach the IdP: its 503 local reply, or no answer before the timeout) or `http_error` (the IdP
+/// answered with another status).
+pub fn check_answer(stage: Stage, answer: &Answer<'_>) -> Result<(), FetchError> {
     let what = stage.what();
-    match status {
-        None => Err(FetchError::new(
+    let timed_out = answer.elapsed_ms.saturating_add(TIMER_SLACK_MS) >= answer.timeout_ms;
+    let envoy_connect_failure = answer.status == Some("503")
+        && ENVOY_CONNECT_FAILURES
+            .iter()
+            .any(|text| answer.body_start.starts_with(text));
+    match answer.status {
+        None | Some("504") if timed_out => Err(FetchError::new(
             "timeout",
-            format!("no answer for the {what} (timeout or connection failure)"),
+            format!(
+                "no answer for the {what} within the {} ms timeout",
+                answer.timeout_ms
+            ),
         )),
-        Some("200") if body_size > stage.limit() => Err(FetchError::new(
+        None => Err(FetchError::new(
+            "connect_error",
+            format!("the connection for the {what} failed before an answer"),
+        )),
+        Some(_) if envoy_connect_failure => Err(FetchError::new(
+            "connect_error",
+            format!(
+                "cannot reach the {what} endpoint: {}",
+                log_text(
+                    &String::from_utf8_lossy(answer.body_start),
+                    BODY_START_BYTES
+                )
+            ),
+        )),
+        Some("200") if answer.body_size > stage.limit() => Err(FetchError::new(
             "too_large",
-            format!("{what} is {body_size} bytes, limit is {}", stage.limit()),
+            format!(
+                "{what} is {} bytes, limit is {}",
+                answer.body_size,
+                stage.limit()
+            ),
         )),
-        Some("200") if body_size == 0 => Err(FetchError::new("invalid", format!("empty {what}"))),
+        Some("200") if answer.body_size == 0 => {
+            Err(FetchError::new("invalid", format!("empty {what}")))
+        }
         Some("200") => Ok(()),
         Some(other) => Err(FetchError::new(
             "http_error",
-            format!("{what} endpoint answered HTTP {other}"),
+            format!("{what} endpoint answered HTTP {}", log_text(other, 8)),
         )),
     }
 }
@@ -108,7 +162,7 @@ pub fn jwks_location(
 pub fn parse_jwks(body: &[u8]) -> Result<KeySet, FetchError> {
     KeySet::parse(body).map_err(|e| {
         let cause = match e {
-            JwksError::TooLarge(_) => "too_large",
+            JwksError::TooLarge { .. } => "too_large",
             JwksError::NoUsableKey { .. } => "no_usable_key",
             JwksError::NotJson | JwksError::NoKeysArray => "invalid",
         };
@@ -124,29 +178,111 @@ mod tests {
         r.err().map_or("ok", |e| e.cause)
     }
 
+    fn answer(status: Option<&'static str>, body_size: usize) -> Answer<'static> {
+        Answer {
+            status,
+            body_size,
+            body_start: b"",
+            elapsed_ms: 30,
+            timeout_ms: 500,
+        }
+    }
+
     #[test]
     fn answers_are_checked_before_reading() {
-        assert_eq!(cause(check_answer(Stage::Jwks, Some("200"), 10)), "ok");
-        assert_eq!(cause(check_answer(Stage::Jwks, None, 0)), "timeout");
-        assert_eq!(
-            cause(check_answer(Stage::Jwks, Some("503"), 10)),
-            "http_error"
-        );
-        assert_eq!(
-            cause(check_answer(Stage::Jwks, Some("200"), MAX_JWKS_BYTES + 1)),
-            "too_large"
-        );
+        let check = |a: Answer<'_>| cause(check_answer(Stage::Jwks, &a));
+        assert_eq!(check(answer(Some("200"), 10)), "ok");
+        assert_eq!(check(answer(Some("503"), 10)), "http_error");
+        assert_eq!(check(answer(Some("200"), MAX_JWKS_BYTES + 1)), "too_large");
         assert_eq!(
             cause(check_answer(
                 Stage::Discovery,
-                Some("200"),
-                MAX_DISCOVERY_BYTES + 1
+                &answer(Some("200"), MAX_DISCOVERY_BYTES + 1)
             )),
             "too_large"
         );
-        assert_eq!(cause(check_answer(Stage::Jwks, Some("200"), 0)), "invalid");
-        let e = check_answer(Stage::Jwks, Some("503"), 10).unwrap_err();
+        assert_eq!(check(answer(Some("200"), 0)), "invalid");
+        let e = check_answer(Stage::Jwks, &answer(Some("503"), 10)).unwrap_err();
         assert_eq!(e.message, "JWKS endpoint answered HTTP 503");
+    }
+
+    #[test]
+    fn timeouts_connect_failures_and_http_errors_are_told_apart() {
+        let check = |a: Answer<'_>| cause(check_answer(Stage::Jwks, &a));
+        // Envoy's 504 local reply once the timeout ran out; or no answer at all by then.
+        let late = |status, body: &'static [u8]| Answer {
+            status,
+            body_size: body.len(),
+            body_start: body,
+            elapsed_ms: 500,
+            timeout_ms: 500,
+        };
+        assert_eq!(
+            check(late(Some("504"), b"upstream request timeout")),
+            "timeout"
+        );
+        assert_eq!(check(late(None, b"")), "timeout");
+        // An IdP's (or its proxy's) own 504 that came before our timeout is its answer.
+        assert_eq!(
+            check(Answer {
+                elapsed_ms: 120,
+                ..late(Some("504"), b"gateway timeout")
+            }),
+            "http_error"
+        );
+        // Envoy could not reach the IdP: connection refused, reset before headers, no endpoint.
+        let refused: &[u8] = b"upstream connect error or disconnect/reset before headers. \
+            retried and the latest reset reason: remote connection failure, transport failure \
+            reason: delayed connect error: Connection refused";
+        let quick = |status, body: &'static [u8]| Answer {
+            elapsed_ms: 3,
+            ..late(status, body)
+        };
+        assert_eq!(check(quick(Some("503"), refused)), "connect_error");
+        assert_eq!(
+            check(quick(Some("503"), b"no healthy upstream")),
+            "connect_error"
+        );
+        // A reset after the response began: no status, well before the timeout.
+        assert_eq!(check(quick(None, b"")), "connect_error");
+        // The IdP's own 503 with any other text.
+        assert_eq!(
+            check(quick(Some("503"), b"mock idp: status 503\n")),
+            "http_error"
+        );
+        assert_eq!(
+            check(quick(Some("500"), b"no healthy upstream")),
+            "http_error"
+        );
+        let e = check_answer(Stage::Discovery, &late(Some("504"), b"")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "no answer for the discovery document within the 500 ms timeout"
+        );
+        let e = check_answer(
+            Stage::Jwks,
+            &quick(Some("503"), b"no healthy upstream\x1b[2J"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "cannot reach the JWKS endpoint: no healthy upstream\\u{1b}[2J"
+        );
+    }
+
+    #[test]
+    fn every_cause_is_a_metric_label() {
+        for cause in [
+            "timeout",
+            "connect_error",
+            "http_error",
+            "too_large",
+            "invalid",
+            "no_usable_key",
+            "issuer_mismatch",
+        ] {
+            assert!(crate::metrics::FETCH_RESULTS.contains(&cause), "{cause}");
+        }
     }
 
     #[test]

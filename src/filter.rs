@@ -16,7 +16,10 @@ use crate::config::{Config, JwksSource, Mode, Rule};
 use crate::error::Denial;
 use crate::extractor::{HeaderList, RequestView};
 use crate::fetcher::{self, Stage};
-use crate::keycache::{Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid};
+use crate::jwks;
+use crate::keycache::{
+    self, Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid,
+};
 use crate::metrics::{self, Kind, Registry};
 use crate::policy;
 use crate::request::{self, Prepared, Step};
@@ -30,8 +33,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-const FAST_TICK: Duration = Duration::from_millis(20);
-const SLOW_TICK: Duration = Duration::from_millis(1000);
+const FAST_TICK: Duration = Duration::from_millis(keycache::FAST_TICK_MS);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -75,6 +77,10 @@ impl SharedStore for HostStore {
 struct InFlight {
     provider: usize,
     stage: Stage,
+    /// When it was dispatched and with which timeout: a failed answer is a timeout only once that
+    /// much time has passed (see `fetcher::check_answer`).
+    sent_ms: u64,
+    timeout_ms: u64,
     give_up_ms: u64,
 }
 
@@ -441,12 +447,14 @@ impl Root {
         let timeout = Duration::from_millis(remote.timeout_ms);
         match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
             Ok(token) => {
-                let give_up_ms = now + remote.timeout_ms + 1_000;
+                let give_up_ms = now.saturating_add(remote.timeout_ms).saturating_add(1_000);
                 self.vm.borrow_mut().in_flight.insert(
                     token,
                     InFlight {
                         provider,
                         stage,
+                        sent_ms: now,
+                        timeout_ms: remote.timeout_ms,
                         give_up_ms,
                     },
                 );
@@ -538,14 +546,16 @@ impl Root {
             let name = config.providers.get(i).map_or("?", |p| p.name.as_str());
             let Some(local) = cache.local() else { continue };
             let age = now.saturating_sub(local.fetched_at_ms) / 1000;
-            let retired = local.set.keys.len() - local.set.current_len();
+            let retired = local.set.keys.len().saturating_sub(local.set.current_len());
             let failures = cache.failures(&HostStore);
             let detail = match health {
                 Health::Fresh => "in use".to_owned(),
                 Health::Stale => format!(
                     "expired {} s ago, used for at most {} s more while refreshes fail",
                     now.saturating_sub(local.expires_at_ms) / 1000,
-                    (local.expires_at_ms + cache.timing.max_stale_ms).saturating_sub(now) / 1000
+                    cache
+                        .usable_until_ms()
+                        .map_or(0, |until| until.saturating_sub(now) / 1000)
                 ),
                 Health::Unavailable | Health::Empty => {
                     "past max_stale: requests fail closed with 503".to_owned()
@@ -637,9 +647,23 @@ impl Root {
         let _ = hostcalls::set_effective_context(self.context_id);
     }
 
+    /// Wakes this VM at its next refresh point or expiry when that is closer than a slow tick, so a
+    /// short `cache_duration` is refreshed (and loaded from other VMs) before it runs out.
     fn set_tick(&self, now: u64) {
-        let fast = self.vm.borrow().anything_missing(now);
-        let _ = hostcalls::set_tick_period(if fast { FAST_TICK } else { SLOW_TICK });
+        let vm = self.vm.borrow();
+        let period = keycache::tick_ms(
+            now,
+            vm.anything_missing(now),
+            vm.caches.iter().flatten().map(|c| c.next_event_ms(now)),
+        );
+        if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
+            // Runs on every tick: at warn level a failing host would flood the log; the previous
+            // period stays in force, so nothing else is to be done here.
+            log(
+                LogLevel::Debug,
+                &format!("cannot set the tick period to {period} ms: {status:?}"),
+            );
+        }
     }
 }
 
@@ -671,7 +695,24 @@ impl Context for Root {
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten();
-        let body = fetcher::check_answer(call.stage, status.as_deref(), body_size).and_then(|()| {
+        // A failed answer's first bytes tell Envoy's own local replies from the IdP's.
+        let body_start = if status.as_deref() == Some("200") {
+            Vec::new()
+        } else {
+            let len = body_size.min(fetcher::BODY_START_BYTES);
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, len)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let answer = fetcher::Answer {
+            status: status.as_deref(),
+            body_size,
+            body_start: &body_start,
+            elapsed_ms: now.saturating_sub(call.sent_ms),
+            timeout_ms: call.timeout_ms,
+        };
+        let body = fetcher::check_answer(call.stage, &answer).and_then(|()| {
             match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
                 Ok(Some(body)) => Ok(body),
                 Ok(None) => Err(fetcher::FetchError::new("invalid", "empty answer")),
@@ -695,25 +736,47 @@ impl Context for Root {
             (Stage::Jwks, Ok(body)) => match fetcher::parse_jwks(&body) {
                 Err(why) => self.fetch_failed(&config, call.provider, now, &why),
                 Ok(set) => {
-                    let telemetry = self.vm.borrow().telemetry.clone();
-                    telemetry.inc(telemetry.registry.fetch(call.provider, "success"));
-                    let mut vm = self.vm.borrow_mut();
-                    let holder = vm.holder;
-                    if let Some(cache) = vm.caches.get_mut(call.provider).and_then(Option::as_mut) {
-                        let (keys, skipped) = (set.keys.len(), set.skipped.clone());
-                        let gen = cache.publish(&HostStore, holder, now, set);
-                        let skipped = if skipped.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; skipped {}: {}", skipped.len(), skipped.join(", "))
-                        };
-                        log(
-                            LogLevel::Info,
-                            &format!(
-                                "provider {}: fetched JWKS generation {gen} with {keys} usable keys{skipped}",
-                                provider.name
+                    let (keys, skipped) = (set.keys.len(), jwks::skipped_summary(&set.skipped));
+                    let published = {
+                        let mut vm = self.vm.borrow_mut();
+                        let holder = vm.holder;
+                        vm.caches
+                            .get_mut(call.provider)
+                            .and_then(Option::as_mut)
+                            .map(|cache| cache.publish(&HostStore, holder, now, set))
+                    };
+                    match published {
+                        None => {}
+                        Some(Err(e)) => self.fetch_failed(
+                            &config,
+                            call.provider,
+                            now,
+                            &fetcher::FetchError::new(
+                                "too_large",
+                                format!("the key set does not fit shared data: {e}"),
                             ),
-                        );
+                        ),
+                        Some(Ok(p)) => {
+                            let telemetry = self.vm.borrow().telemetry.clone();
+                            telemetry.inc(telemetry.registry.fetch(call.provider, "success"));
+                            let skipped = skipped.map_or(String::new(), |s| format!("; {s}"));
+                            let dropped = if p.dropped_retired == 0 {
+                                String::new()
+                            } else {
+                                format!(
+                                    "; {} retired keys dropped before their grace ended (shared-data limit {} bytes)",
+                                    p.dropped_retired,
+                                    jwks::MAX_STORED_BYTES
+                                )
+                            };
+                            log(
+                                if p.dropped_retired == 0 { LogLevel::Info } else { LogLevel::Warn },
+                                &format!(
+                                    "provider {}: fetched JWKS generation {} with {keys} usable keys{skipped}{dropped}",
+                                    provider.name, p.gen
+                                ),
+                            );
+                        }
                     }
                 }
             },
@@ -765,6 +828,21 @@ impl RootContext for Root {
                 JwksSource::Local(_) => None,
             })
             .collect();
+        // Inline key sets are parsed once, here: say what they skipped, as a fetch would.
+        for p in &config.providers {
+            if let JwksSource::Local(set) = &p.jwks {
+                if let Some(skipped) = jwks::skipped_summary(&set.skipped) {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "provider {}: local JWKS has {} usable keys; {skipped}",
+                            p.name,
+                            set.current_len()
+                        ),
+                    );
+                }
+            }
+        }
         let telemetry = Rc::new(Telemetry::define(Registry::build(&config)));
         {
             let mut vm = self.vm.borrow_mut();

@@ -13,6 +13,14 @@ use std::rc::Rc;
 /// Upper bounds that keep a hostile or broken JWKS from costing unbounded memory or CPU.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 pub const MAX_KEYS: usize = 64;
+/// The one bound on a key set as kept in shared data (current keys plus retired ones): `to_stored_within`
+/// never writes more and `parse_stored` never reads more, so every published set is readable by every
+/// worker. Room for a full-size JWKS and as much again of keys living out their rotation grace.
+pub const MAX_STORED_BYTES: usize = 2 * MAX_JWKS_BYTES;
+/// How many skipped entries a log line names, and how much of each `kid` it shows: the IdP controls
+/// both, and one refresh must not become an unbounded log line.
+pub const SKIPPED_LOGGED: usize = 5;
+pub const KID_LOGGED_CHARS: usize = 40;
 
 #[derive(Clone, Debug)]
 pub struct Jwk {
@@ -38,16 +46,24 @@ impl Jwk {
     }
 }
 
+/// A JWKS entry that was not used, and why. The `kid` is the IdP's text as published: only ever log it
+/// through `skipped_summary`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub kid: Option<String>,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct KeySet {
     pub keys: Vec<Jwk>,
-    /// `kid (reason)` for every entry that was skipped; for logs, never contains key material.
-    pub skipped: Vec<String>,
+    /// Every entry that was skipped; never holds key material.
+    pub skipped: Vec<Skipped>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum JwksError {
-    TooLarge(usize),
+    TooLarge { size: usize, limit: usize },
     NotJson,
     NoKeysArray,
     NoUsableKey { skipped: usize },
@@ -56,7 +72,9 @@ pub enum JwksError {
 impl fmt::Display for JwksError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JwksError::TooLarge(n) => write!(f, "JWKS is {n} bytes, limit is {MAX_JWKS_BYTES}"),
+            JwksError::TooLarge { size, limit } => {
+                write!(f, "JWKS is {size} bytes, limit is {limit}")
+            }
             JwksError::NotJson => write!(f, "JWKS is not a JSON object"),
             JwksError::NoKeysArray => write!(f, "JWKS has no \"keys\" array"),
             JwksError::NoUsableKey { skipped } => {
@@ -72,10 +90,20 @@ pub enum KeyLookup<'a> {
     KeyMismatch,
 }
 
+const TOO_MANY_KEYS: &str = "more than 64 keys";
+const _: () = assert!(MAX_KEYS == 64, "TOO_MANY_KEYS names the limit");
+
 impl KeySet {
     pub fn parse(body: &[u8]) -> Result<KeySet, JwksError> {
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(JwksError::TooLarge(body.len()));
+        KeySet::parse_within(body, MAX_JWKS_BYTES).map(|(set, _)| set)
+    }
+
+    fn parse_within(body: &[u8], limit: usize) -> Result<(KeySet, Value), JwksError> {
+        if body.len() > limit {
+            return Err(JwksError::TooLarge {
+                size: body.len(),
+                limit,
+            });
         }
         let doc: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotJson)?;
         let Some(entries) = doc
@@ -92,10 +120,11 @@ impl KeySet {
         let mut set = KeySet::default();
         for entry in entries {
             let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
-            let label = kid.clone().unwrap_or_else(|| "<no kid>".to_owned());
             if set.keys.len() >= MAX_KEYS {
-                set.skipped
-                    .push(format!("{label} (more than {MAX_KEYS} keys)"));
+                set.skipped.push(Skipped {
+                    kid,
+                    reason: TOO_MANY_KEYS,
+                });
                 continue;
             }
             match entry.as_object().ok_or("not an object").and_then(parse_jwk) {
@@ -106,7 +135,7 @@ impl KeySet {
                     raw: Rc::new(entry.clone()),
                     until_ms: None,
                 }),
-                Err(reason) => set.skipped.push(format!("{label} ({reason})")),
+                Err(reason) => set.skipped.push(Skipped { kid, reason }),
             }
         }
         if set.keys.is_empty() {
@@ -114,7 +143,7 @@ impl KeySet {
                 skipped: set.skipped.len(),
             });
         }
-        Ok(set)
+        Ok((set, doc))
     }
 
     /// Carries keys of `previous` that are missing from this (new) set, so tokens signed just before a
@@ -141,29 +170,66 @@ impl KeySet {
 
     /// How a key set is kept in shared data: the current JWKS keys and the retired ones with their
     /// deadline. Only the published JWK JSON is stored, never anything derived.
-    pub fn to_stored(&self) -> Vec<u8> {
+    fn to_stored(&self) -> Vec<u8> {
         let current: Vec<&Value> = self
             .keys
             .iter()
             .filter(|k| k.until_ms.is_none())
             .map(|k| &*k.raw)
             .collect();
-        let retired: Vec<Value> = self
-            .keys
-            .iter()
-            .filter_map(|k| {
-                k.until_ms
-                    .map(|u| serde_json::json!({"until_ms": u, "jwk": &*k.raw}))
-            })
-            .collect();
+        let retired: Vec<Value> = self.keys.iter().filter_map(retired_entry).collect();
         serde_json::to_vec(&serde_json::json!({"keys": current, "retired": retired}))
             .unwrap_or_default()
     }
 
-    /// Reads what `to_stored` wrote.
+    /// `to_stored`, within `limit` bytes: retired keys whose grace ends soonest are dropped from this
+    /// set (and so from what is stored) until it fits. Current keys are never dropped: if they alone
+    /// do not fit, nothing is to be stored. Returns the bytes and how many retired keys were dropped.
+    pub fn to_stored_within(&mut self, limit: usize) -> Result<(Vec<u8>, usize), JwksError> {
+        let mut stored = self.to_stored();
+        let mut dropped = 0;
+        while stored.len() > limit {
+            let mut retired: Vec<(u64, usize, usize)> = self
+                .keys
+                .iter()
+                .enumerate()
+                .filter_map(|(i, k)| {
+                    let size = serde_json::to_vec(&retired_entry(k)?).map_or(0, |v| v.len());
+                    Some((k.until_ms.unwrap_or(0), i, size + 1))
+                })
+                .collect();
+            if retired.is_empty() {
+                return Err(JwksError::TooLarge {
+                    size: stored.len(),
+                    limit,
+                });
+            }
+            retired.sort_unstable();
+            // Drop as many as the measured sizes say are needed (at least one), then measure again:
+            // the loop, not the estimate, guarantees the bound.
+            let mut excess = stored.len() - limit;
+            let mut gone = Vec::new();
+            for (_, i, size) in retired {
+                gone.push(i);
+                if size >= excess {
+                    break;
+                }
+                excess -= size;
+            }
+            dropped += gone.len();
+            let mut index = 0;
+            self.keys.retain(|_| {
+                index += 1;
+                !gone.contains(&(index - 1))
+            });
+            stored = self.to_stored();
+        }
+        Ok((stored, dropped))
+    }
+
+    /// Reads what `to_stored_within` wrote, under the same bound.
     pub fn parse_stored(body: &[u8]) -> Result<KeySet, JwksError> {
-        let mut set = KeySet::parse(body)?;
-        let doc: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotJson)?;
+        let (mut set, doc) = KeySet::parse_within(body, MAX_STORED_BYTES)?;
         for entry in doc
             .get("retired")
             .and_then(Value::as_array)
@@ -229,6 +295,54 @@ impl KeySet {
             }
         }
     }
+}
+
+fn retired_entry(k: &Jwk) -> Option<Value> {
+    k.until_ms
+        .map(|u| serde_json::json!({"until_ms": u, "jwk": &*k.raw}))
+}
+
+/// The skipped entries for a log line: how many, then the first `SKIPPED_LOGGED` as `"kid" (reason)`,
+/// each `kid` escaped and cut by `log_text`. `None` when nothing was skipped.
+pub fn skipped_summary(skipped: &[Skipped]) -> Option<String> {
+    if skipped.is_empty() {
+        return None;
+    }
+    let mut shown: Vec<String> = skipped
+        .iter()
+        .take(SKIPPED_LOGGED)
+        .map(|s| match &s.kid {
+            Some(kid) => format!("\"{}\" ({})", log_text(kid, KID_LOGGED_CHARS), s.reason),
+            None => format!("<no kid> ({})", s.reason),
+        })
+        .collect();
+    if skipped.len() > SKIPPED_LOGGED {
+        shown.push(format!("and {} more", skipped.len() - SKIPPED_LOGGED));
+    }
+    Some(format!("skipped {}: {}", skipped.len(), shown.join(", ")))
+}
+
+/// Text from outside (the IdP) made safe for a log line: printable ASCII stays, `"` and `\` are
+/// escaped, everything else (control characters, ANSI escapes, any non-ASCII that could reorder or
+/// hide text) becomes `\u{..}`; at most `max_chars` characters are shown, then `...`.
+pub fn log_text(text: &str, max_chars: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max_chars {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+        }
+    }
+    out
 }
 
 fn str_field<'a>(o: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, &'static str> {
@@ -300,4 +414,60 @@ fn p256_key(o: &Map<String, Value>) -> Result<P256PublicKey, &'static str> {
     sec1.extend_from_slice(&y);
     // Rejects points that are not on the curve (invalid-curve attacks).
     P256PublicKey::from_sec1_bytes(&sec1).map_err(|_| "P-256 point not on the curve")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skipped(kid: &str) -> Skipped {
+        Skipped {
+            kid: Some(kid.to_owned()),
+            reason: "use is not sig",
+        }
+    }
+
+    #[test]
+    fn hostile_kids_are_escaped_in_the_log_line() {
+        let line = skipped_summary(&[
+            skipped("a\r\nprovider demo: key set fresh"),
+            skipped("\u{1b}[31mred\u{1b}[0m \"quoted\" back\\slash \u{202e}rtl"),
+            Skipped {
+                kid: None,
+                reason: "missing kty",
+            },
+        ])
+        .unwrap();
+        assert_eq!(
+            line,
+            "skipped 3: \"a\\u{d}\\u{a}provider demo: key set fresh\" (use is not sig), \
+             \"\\u{1b}[31mred\\u{1b}[0m \\\"quoted\\\" back\\\\slash \\u{202e}rtl\" (use is not sig), \
+             <no kid> (missing kty)"
+        );
+        assert!(line.chars().all(|c| (' '..='~').contains(&c)), "{line:?}");
+        assert_eq!(skipped_summary(&[]), None);
+    }
+
+    #[test]
+    fn a_hundred_skipped_entries_make_one_bounded_line() {
+        let many: Vec<Skipped> = (0..100)
+            .map(|i| skipped(&format!("{i}-{}", "k".repeat(5_000))))
+            .collect();
+        let line = skipped_summary(&many).unwrap();
+        assert!(line.starts_with("skipped 100: \"0-kkk"), "{line}");
+        assert!(line.ends_with(", and 95 more"), "{line}");
+        assert_eq!(line.matches("(use is not sig)").count(), SKIPPED_LOGGED);
+        assert_eq!(
+            line.matches("...\"").count(),
+            SKIPPED_LOGGED,
+            "each kid cut"
+        );
+        assert!(line.len() < 400, "{} bytes", line.len());
+    }
+
+    #[test]
+    fn a_kid_is_cut_by_characters_not_bytes() {
+        assert_eq!(log_text("\u{e9}\u{e9}\u{e9}", 2), "\\u{e9}\\u{e9}...");
+        assert_eq!(log_text("abc", 3), "abc");
+    }
 }

@@ -14,7 +14,7 @@
 //! therefore created once (by `ensure_lease`, at configure time) with an "unheld" value, and every
 //! acquisition afterwards is a CAS on an existing entry.
 
-use crate::jwks::KeySet;
+use crate::jwks::{JwksError, KeySet, MAX_STORED_BYTES};
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 
@@ -62,6 +62,10 @@ struct HealthRecord {
 }
 
 const LEASE_MARGIN_MS: u64 = 1_000;
+/// The root context's tick: fast while anything waits for keys, slow otherwise, and in between when
+/// the next refresh point or expiry is closer than a slow tick (see `tick_ms`).
+pub const FAST_TICK_MS: u64 = 20;
+pub const SLOW_TICK_MS: u64 = 1_000;
 const MAX_BACKOFF_MS: u64 = 30_000;
 /// After this many consecutive failed fetches with no usable keys, requests stop waiting for keys
 /// and fail closed at once (the IdP is down, not slow).
@@ -143,6 +147,42 @@ pub enum SyncResult {
     Corrupt,
 }
 
+/// What `publish` wrote.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Published {
+    pub gen: u64,
+    /// Retired keys left out (grace cut short) to keep the stored set within `MAX_STORED_BYTES`.
+    pub dropped_retired: usize,
+}
+
+/// Refresh starts this long before expiry: a tenth of the cache duration (at most a minute), and at
+/// least the fetch budget plus a slow tick, so a refresh that uses its whole budget still lands
+/// before expiry. For short cache durations that would be most of the cycle: there the window is at
+/// most a quarter of it (and `tick_ms` wakes the VM at its refresh point instead of a tick late).
+pub fn refresh_ahead(timing: &Timing) -> u64 {
+    let tenth = (timing.cache_duration_ms / 10).min(60_000);
+    let budget = timing.fetch_budget_ms.saturating_add(SLOW_TICK_MS);
+    tenth.max(budget.min(timing.cache_duration_ms / 4))
+}
+
+/// The root context's tick period: fast while anything waits or lacks keys; otherwise the time to the
+/// soonest `next_event_ms` of any provider, between the fast and the slow tick.
+pub fn tick_ms(
+    now_ms: u64,
+    missing: bool,
+    next_events: impl IntoIterator<Item = Option<u64>>,
+) -> u64 {
+    if missing {
+        return FAST_TICK_MS;
+    }
+    next_events
+        .into_iter()
+        .flatten()
+        .map(|at| at.saturating_sub(now_ms))
+        .min()
+        .map_or(SLOW_TICK_MS, |wait| wait.clamp(FAST_TICK_MS, SLOW_TICK_MS))
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
     serde_json::from_slice(bytes).ok()
 }
@@ -153,18 +193,13 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 impl ProviderCache {
     pub fn new(key: String, timing: Timing, jitter_seed: u64) -> Self {
-        let ahead = Self::refresh_ahead(timing.cache_duration_ms);
+        let ahead = refresh_ahead(&timing);
         ProviderCache {
             key,
             timing,
             jitter_ms: jitter_seed % (ahead / 2 + 1),
             local: None,
         }
-    }
-
-    /// Refresh starts this long before expiry: a tenth of the cache duration, at most a minute.
-    fn refresh_ahead(cache_duration_ms: u64) -> u64 {
-        (cache_duration_ms / 10).min(60_000)
     }
 
     fn force_key(&self) -> String {
@@ -192,8 +227,15 @@ impl ProviderCache {
     pub fn usable(&self, now_ms: u64) -> Option<&Rc<KeySet>> {
         self.local
             .as_ref()
-            .filter(|l| now_ms < l.expires_at_ms.saturating_add(self.timing.max_stale_ms))
+            .filter(|_| self.usable_until_ms().is_some_and(|until| now_ms < until))
             .map(|l| &l.set)
+    }
+
+    /// When this VM's set stops being usable (expiry plus `max_stale`); `None` without a set.
+    pub fn usable_until_ms(&self) -> Option<u64> {
+        self.local
+            .as_ref()
+            .map(|l| l.expires_at_ms.saturating_add(self.timing.max_stale_ms))
     }
 
     pub fn health(&self, now_ms: u64) -> Health {
@@ -208,13 +250,31 @@ impl ProviderCache {
     /// Whether it is time to fetch: no keys yet, or within the refresh window before expiry (minus
     /// this VM's jitter), so requests never wait for a refresh.
     pub fn needs_refresh(&self, now_ms: u64) -> bool {
-        match &self.local {
-            None => true,
-            Some(l) => {
-                let ahead = Self::refresh_ahead(self.timing.cache_duration_ms) + self.jitter_ms;
-                now_ms >= l.expires_at_ms.saturating_sub(ahead)
-            }
-        }
+        self.refresh_at().is_none_or(|at| now_ms >= at)
+    }
+
+    /// This VM's refresh point for its current set (`None`: no set, refresh now).
+    fn refresh_at(&self) -> Option<u64> {
+        let ahead = refresh_ahead(&self.timing).saturating_add(self.jitter_ms);
+        self.local
+            .as_ref()
+            .map(|l| l.expires_at_ms.saturating_sub(ahead))
+    }
+
+    /// The next moment after `now` at which this VM must look at this provider again: its refresh
+    /// point, the set's expiry (to load the set another VM fetched before this one reports it stale),
+    /// or the end of `max_stale`. `None` when none is ahead.
+    pub fn next_event_ms(&self, now_ms: u64) -> Option<u64> {
+        let local = self.local.as_ref()?;
+        [
+            self.refresh_at(),
+            Some(local.expires_at_ms),
+            self.usable_until_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|at| *at > now_ms)
+        .min()
     }
 
     /// A forced refetch was requested for the current generation and has not been satisfied yet.
@@ -223,7 +283,9 @@ impl ProviderCache {
         store
             .get(&self.force_key())
             .and_then(|(v, _)| decode::<Force>(&v))
-            .is_some_and(|f| f.gen >= gen && now_ms < f.at_ms + self.timing.refetch_interval_ms)
+            .is_some_and(|f| {
+                f.gen >= gen && now_ms < f.at_ms.saturating_add(self.timing.refetch_interval_ms)
+            })
     }
 
     /// Decides for a token with an unknown `kid`: request a refetch (at most one per
@@ -231,14 +293,14 @@ impl ProviderCache {
     /// or deny. A flood of random `kid`s therefore costs at most one fetch per interval.
     pub fn unknown_kid(&self, store: &dyn SharedStore, now_ms: u64) -> UnknownKid {
         let gen = self.local.as_ref().map_or(0, |l| l.gen);
-        let pending_for = self.timing.fetch_budget_ms + LEASE_MARGIN_MS;
+        let pending_for = self.timing.fetch_budget_ms.saturating_add(LEASE_MARGIN_MS);
         for _ in 0..3 {
             let current = store.get(&self.force_key());
             let force = current.as_ref().and_then(|(v, _)| decode::<Force>(v));
             if let Some(f) = force {
-                if now_ms < f.at_ms + self.timing.refetch_interval_ms {
+                if now_ms < f.at_ms.saturating_add(self.timing.refetch_interval_ms) {
                     // Rate-limited: only the refetch already requested for this generation counts.
-                    return if f.gen >= gen && now_ms < f.at_ms + pending_for {
+                    return if f.gen >= gen && now_ms < f.at_ms.saturating_add(pending_for) {
                         UnknownKid::Wait
                     } else {
                         UnknownKid::Deny
@@ -351,7 +413,9 @@ impl ProviderCache {
         }
         let next = Lease {
             holder,
-            until_ms: now_ms + self.timing.fetch_budget_ms + LEASE_MARGIN_MS,
+            until_ms: now_ms
+                .saturating_add(self.timing.fetch_budget_ms)
+                .saturating_add(LEASE_MARGIN_MS),
             failures: current.failures,
         };
         store
@@ -361,31 +425,39 @@ impl ProviderCache {
 
     /// Publishes a freshly fetched, already validated key set for every VM and releases the lease.
     /// Keys of the previous generation that the IdP no longer lists are carried over for the
-    /// rotation grace period. Returns the new generation.
+    /// rotation grace period, as far as they fit the shared-data bound (`MAX_STORED_BYTES`, the bound
+    /// readers apply): those whose grace ends soonest are dropped first. If the current keys alone do
+    /// not fit, nothing is published and the lease is kept for `record_failure`.
     pub fn publish(
         &mut self,
         store: &dyn SharedStore,
         holder: u64,
         now_ms: u64,
         mut set: KeySet,
-    ) -> u64 {
+    ) -> Result<Published, JwksError> {
         // Carry over from the newest generation any VM published, not just what this VM last saw.
         let _ = self.sync(store);
         if let Some(prev) = &self.local {
             set.retire_from(&prev.set, now_ms, self.timing.rotation_grace_ms);
         }
+        let (body, dropped_retired) = set.to_stored_within(MAX_STORED_BYTES)?;
         let prev = store
             .get(&self.meta_key())
             .and_then(|(v, _)| decode::<Meta>(&v))
             .unwrap_or_default();
-        let gen = prev.gen.max(self.local.as_ref().map_or(0, |l| l.gen)) + 1;
+        // Generations only grow; a (corrupt) entry at the top stays there rather than wrapping to
+        // a generation every VM would take for old.
+        let gen = prev
+            .gen
+            .max(self.local.as_ref().map_or(0, |l| l.gen))
+            .saturating_add(1);
         let meta = Meta {
             gen,
             fetched_at_ms: now_ms,
-            expires_at_ms: now_ms + self.timing.cache_duration_ms,
+            expires_at_ms: now_ms.saturating_add(self.timing.cache_duration_ms),
         };
         let mut stored = format!("{gen}\n").into_bytes();
-        stored.extend_from_slice(&set.to_stored());
+        stored.extend_from_slice(&body);
         let _ = store.set(&self.body_key(), &stored, None);
         let _ = store.set(&self.meta_key(), &encode(&meta), None);
         self.local = Some(LocalKeys {
@@ -395,7 +467,10 @@ impl ProviderCache {
             set: Rc::new(set),
         });
         self.release(store, holder, Lease::default());
-        gen
+        Ok(Published {
+            gen,
+            dropped_retired,
+        })
     }
 
     /// Records a failed fetch: the lease stays closed for an exponential backoff (1 s, 2 s, 4 s …
@@ -408,8 +483,8 @@ impl ProviderCache {
             holder,
             Lease {
                 holder: 0,
-                until_ms: now_ms + backoff,
-                failures: failures + 1,
+                until_ms: now_ms.saturating_add(backoff),
+                failures: failures.saturating_add(1),
             },
         );
         backoff
@@ -507,7 +582,7 @@ pub mod tests {
         let (mut a, mut b) = (cache(), cache());
         assert!(a.try_acquire(&store, 1, 0));
         let set = KeySet::parse(JWKS.as_bytes()).unwrap();
-        assert_eq!(a.publish(&store, 1, 0, set), 1);
+        assert_eq!(a.publish(&store, 1, 0, set).map(|p| p.gen), Ok(1));
         assert!(b.usable(0).is_none());
         assert_eq!(b.sync(&store), SyncResult::Loaded { gen: 1, keys: 1 });
         assert_eq!(b.sync(&store), SyncResult::Unchanged);
@@ -579,10 +654,13 @@ pub mod tests {
         let store = MemStore::default();
         let (mut a, mut b) = (cache(), cache());
         assert!(a.try_acquire(&store, 1, 0));
-        a.publish(&store, 1, 0, set(JWKS));
+        a.publish(&store, 1, 0, set(JWKS)).unwrap();
         // Rotation at t=10 s: "ed" is withdrawn, "ed2" published.
         assert!(a.try_acquire(&store, 1, 10_000));
-        assert_eq!(a.publish(&store, 1, 10_000, set(ED_2)), 2);
+        assert_eq!(
+            a.publish(&store, 1, 10_000, set(ED_2)).map(|p| p.gen),
+            Ok(2)
+        );
         assert_eq!(b.sync(&store), SyncResult::Loaded { gen: 2, keys: 2 });
         assert!(kid_live(&b, "ed2", 10_000));
         assert!(kid_live(&b, "ed", 10_000 + TIMING.rotation_grace_ms - 1));
@@ -590,12 +668,12 @@ pub mod tests {
         assert_eq!(b.usable(10_000).unwrap().current_len(), 1);
         // A later refresh does not extend the withdrawn key's deadline.
         assert!(a.try_acquire(&store, 1, 20_000));
-        a.publish(&store, 1, 20_000, set(ED_2));
+        a.publish(&store, 1, 20_000, set(ED_2)).unwrap();
         b.sync(&store);
         assert!(!kid_live(&b, "ed", 10_000 + TIMING.rotation_grace_ms));
         // And once the deadline passed, the key is not carried any further.
         assert!(a.try_acquire(&store, 1, 80_000));
-        a.publish(&store, 1, 80_000, set(ED_2));
+        a.publish(&store, 1, 80_000, set(ED_2)).unwrap();
         b.sync(&store);
         assert_eq!(b.usable(80_000).unwrap().keys.len(), 1);
     }
@@ -605,7 +683,7 @@ pub mod tests {
         let store = MemStore::default();
         let (mut a, b) = (cache(), cache());
         assert!(a.try_acquire(&store, 1, 0));
-        a.publish(&store, 1, 0, set(JWKS));
+        a.publish(&store, 1, 0, set(JWKS)).unwrap();
         let mut b = b;
         b.sync(&store);
         // First unknown kid: a refetch is requested and the request waits.
@@ -618,7 +696,7 @@ pub mod tests {
         assert_eq!(a.unknown_kid(&store, 1_500), UnknownKid::Wait);
         // The refetch lands (generation 2): the kid is still unknown, so deny until the interval passes.
         assert!(a.try_acquire(&store, 1, 1_600));
-        a.publish(&store, 1, 1_600, set(JWKS));
+        a.publish(&store, 1, 1_600, set(JWKS)).unwrap();
         b.sync(&store);
         assert!(!a.forced_pending(&store, 1_700));
         assert_eq!(b.unknown_kid(&store, 1_700), UnknownKid::Deny);
@@ -635,7 +713,7 @@ pub mod tests {
         let store = MemStore::default();
         let mut a = cache();
         assert!(a.try_acquire(&store, 1, 0));
-        a.publish(&store, 1, 0, set(JWKS));
+        a.publish(&store, 1, 0, set(JWKS)).unwrap();
         assert_eq!(a.unknown_kid(&store, 1_000), UnknownKid::Wait);
         // Budget 2 s + 1 s margin: after that the pending refetch no longer holds requests.
         assert_eq!(a.unknown_kid(&store, 3_999), UnknownKid::Wait);
@@ -654,7 +732,7 @@ pub mod tests {
         a.record_failure(&store, 1, 1_000);
         assert!(a.failing(&store), "two in a row: fail fast");
         assert!(a.try_acquire(&store, 1, 3_000));
-        a.publish(&store, 1, 3_000, set(JWKS));
+        a.publish(&store, 1, 3_000, set(JWKS)).unwrap();
         assert!(!a.failing(&store));
         assert_eq!(a.health(3_000), Health::Fresh);
         assert_eq!(a.health(63_000), Health::Stale);
@@ -664,6 +742,250 @@ pub mod tests {
         assert!(a.note_health(&store, Health::Stale, 63_000));
         assert!(!b.note_health(&store, Health::Stale, 63_001));
         assert!(b.note_health(&store, Health::Unavailable, 400_000));
+    }
+
+    fn big_jwk(kid: &str, x: &str, kib: usize) -> serde_json::Value {
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x,
+            "x5c": ["A".repeat(kib * 1024)]})
+    }
+
+    const ED_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    const ED2_X: &str = "fU0Of2FTpptiQrUiq77mhf2kQg-INLEIw72uNp71Sfo";
+
+    fn big_set(kid: &str, x: &str, kib: usize) -> KeySet {
+        let doc = serde_json::json!({"keys": [big_jwk(kid, x, kib)]}).to_string();
+        assert!(doc.len() <= crate::jwks::MAX_JWKS_BYTES);
+        KeySet::parse(doc.as_bytes()).unwrap()
+    }
+
+    fn kids(c: &ProviderCache, now: u64) -> Vec<String> {
+        let keys = c.usable(now).unwrap();
+        let mut kids: Vec<String> = keys.keys.iter().filter_map(|k| k.kid.clone()).collect();
+        kids.sort();
+        kids
+    }
+
+    #[test]
+    fn a_rotation_of_large_key_sets_publishes_only_what_readers_accept() {
+        let store = MemStore::default();
+        let (mut a, mut b) = (cache(), cache());
+        assert!(a.try_acquire(&store, 1, 0));
+        a.publish(&store, 1, 0, big_set("a", ED_X, 200)).unwrap();
+        assert_eq!(b.sync(&store), SyncResult::Loaded { gen: 1, keys: 1 });
+        // Rotation: "a" (200 KiB of x5c) is retired next to "b"; together past the JWKS limit, but
+        // within the stored bound, so every VM reads both.
+        assert!(a.try_acquire(&store, 1, 10_000));
+        let p = a
+            .publish(&store, 1, 10_000, big_set("b", ED2_X, 200))
+            .unwrap();
+        assert_eq!((p.gen, p.dropped_retired), (2, 0));
+        assert_eq!(b.sync(&store), SyncResult::Loaded { gen: 2, keys: 2 });
+        // Next rotation: c + b + a would not fit. "a" (grace until 70 s) goes before "b" (80 s).
+        assert!(a.try_acquire(&store, 1, 20_000));
+        let p = a
+            .publish(&store, 1, 20_000, big_set("c", ED_X, 200))
+            .unwrap();
+        assert_eq!((p.gen, p.dropped_retired), (3, 1));
+        assert_eq!(b.sync(&store), SyncResult::Loaded { gen: 3, keys: 2 });
+        assert_eq!(kids(&b, 20_000), ["b", "c"]);
+        assert_eq!(
+            kids(&a, 20_000),
+            ["b", "c"],
+            "the publisher keeps what it published"
+        );
+        let (body, _) = store.get("jwt_guard.jwks.p.0.body").unwrap();
+        assert!(body.len() <= MAX_STORED_BYTES);
+        // Many rotations of varied sizes: no reader ever sees an unreadable set.
+        for (i, kib) in [250, 10, 240, 120, 250, 250, 5, 250]
+            .into_iter()
+            .enumerate()
+        {
+            let now = 30_000 + i as u64 * 1_000;
+            assert!(a.try_acquire(&store, 1, now));
+            let x = if i % 2 == 0 { ED_X } else { ED2_X };
+            a.publish(&store, 1, now, big_set(&format!("r{i}"), x, kib))
+                .unwrap();
+            assert!(
+                matches!(b.sync(&store), SyncResult::Loaded { .. }),
+                "rotation {i}"
+            );
+            assert!(kids(&b, now).contains(&format!("r{i}")));
+        }
+    }
+
+    #[test]
+    fn extreme_lease_values_in_shared_data_do_not_overflow() {
+        let store = MemStore::default();
+        let a = cache();
+        let lease = "jwt_guard.jwks.p.0.lease";
+        let put = |l: Lease| store.set(lease, &encode(&l), None).unwrap();
+        put(Lease {
+            holder: 1,
+            until_ms: 0,
+            failures: u32::MAX,
+        });
+        assert!(a.failing(&store));
+        assert_eq!(a.record_failure(&store, 1, u64::MAX - 5), MAX_BACKOFF_MS);
+        assert_eq!(a.failures(&store), u32::MAX, "failures saturate");
+        let held: Lease = decode(&store.get(lease).unwrap().0).unwrap();
+        assert_eq!(held.until_ms, u64::MAX);
+        assert!(!a.try_acquire(&store, 1, u64::MAX - 1), "backoff runs");
+        put(Lease::default());
+        assert!(a.try_acquire(&store, 1, u64::MAX - 1));
+        let held: Lease = decode(&store.get(lease).unwrap().0).unwrap();
+        assert_eq!(held.until_ms, u64::MAX);
+    }
+
+    #[test]
+    fn extreme_forced_refetch_values_do_not_overflow() {
+        let store = MemStore::default();
+        let mut a = cache();
+        assert!(a.try_acquire(&store, 1, 0));
+        a.publish(&store, 1, 0, set(JWKS)).unwrap();
+        let force = encode(&Force {
+            at_ms: u64::MAX,
+            gen: u64::MAX,
+        });
+        store.set("jwt_guard.jwks.p.0.force", &force, None).unwrap();
+        assert!(a.forced_pending(&store, 1_000));
+        assert_eq!(a.unknown_kid(&store, 1_000), UnknownKid::Wait);
+        assert_eq!(a.unknown_kid(&store, u64::MAX - 1), UnknownKid::Wait);
+    }
+
+    #[test]
+    fn extreme_generations_and_times_in_shared_data_do_not_overflow() {
+        let store = MemStore::default();
+        let (mut a, mut b) = (cache(), cache());
+        let meta = encode(&Meta {
+            gen: u64::MAX,
+            fetched_at_ms: u64::MAX,
+            expires_at_ms: u64::MAX,
+        });
+        store.set("jwt_guard.jwks.p.0.meta", &meta, None).unwrap();
+        let body = format!("{}\n{JWKS}", u64::MAX);
+        store
+            .set("jwt_guard.jwks.p.0.body", body.as_bytes(), None)
+            .unwrap();
+        assert_eq!(
+            b.sync(&store),
+            SyncResult::Loaded {
+                gen: u64::MAX,
+                keys: 1
+            }
+        );
+        assert_eq!(b.usable_until_ms(), Some(u64::MAX));
+        assert!(b.usable(u64::MAX - 1).is_some());
+        assert_eq!(b.health(u64::MAX - 1), Health::Fresh);
+        assert!(!b.needs_refresh(0));
+        assert_eq!(b.next_event_ms(0), Some(u64::MAX - refresh_ahead(&TIMING)));
+        assert_eq!(b.next_event_ms(u64::MAX), None);
+        // Publishing on top of the last generation does not wrap around to an "older" one.
+        assert!(a.try_acquire(&store, 1, 5));
+        assert_eq!(
+            a.publish(&store, 1, u64::MAX - 5, set(JWKS)).map(|p| p.gen),
+            Ok(u64::MAX)
+        );
+        assert_eq!(a.local().map(|l| l.expires_at_ms), Some(u64::MAX));
+        assert!(a.usable(u64::MAX - 1).is_some());
+    }
+
+    #[test]
+    fn the_refresh_window_covers_a_fetch_where_the_cache_duration_allows() {
+        let t = |cache_duration_ms, fetch_budget_ms| Timing {
+            cache_duration_ms,
+            fetch_budget_ms,
+            ..TIMING
+        };
+        // Long caches: a tenth, at most a minute.
+        assert_eq!(refresh_ahead(&t(300_000, 2_000)), 30_000);
+        assert_eq!(refresh_ahead(&t(86_400_000, 2_000)), 60_000);
+        assert_eq!(refresh_ahead(&t(60_000, 2_000)), 6_000);
+        // Medium: the whole fetch budget plus a slow tick.
+        assert_eq!(refresh_ahead(&t(30_000, 5_000)), 6_000);
+        // Short: as much of that as a quarter of the cycle allows.
+        assert_eq!(refresh_ahead(&t(10_000, 2_000)), 2_500);
+        assert_eq!(refresh_ahead(&t(1_000, 2_000)), 250);
+    }
+
+    #[test]
+    fn the_tick_wakes_a_vm_at_its_next_event() {
+        assert_eq!(tick_ms(0, true, [Some(5_000)]), FAST_TICK_MS);
+        assert_eq!(tick_ms(0, false, []), SLOW_TICK_MS);
+        assert_eq!(tick_ms(0, false, [None, Some(5_000)]), SLOW_TICK_MS);
+        assert_eq!(tick_ms(1_000, false, [Some(1_400), Some(9_000)]), 400);
+        assert_eq!(tick_ms(1_000, false, [Some(1_001)]), FAST_TICK_MS);
+        assert_eq!(tick_ms(u64::MAX, false, [Some(u64::MAX)]), FAST_TICK_MS);
+    }
+
+    /// Two VMs on their own ticks (each 3 ms late), one fetch (taking `latency` ms) per lease: the
+    /// times at which either VM saw its key set stale during `run_ms`.
+    fn stale_ticks(
+        timing: Timing,
+        latency: u64,
+        run_ms: u64,
+        tick: &dyn Fn(&ProviderCache, u64) -> u64,
+    ) -> Vec<u64> {
+        let store = MemStore::default();
+        let mut vms = [
+            ProviderCache::new("k".into(), timing, 0x1234_5678),
+            ProviderCache::new("k".into(), timing, 0x9abc_def1),
+        ];
+        let mut next_tick = [0u64, 7];
+        let mut landing: Option<(u64, usize)> = None;
+        let mut stale = Vec::new();
+        loop {
+            let vm = if next_tick[0] <= next_tick[1] { 0 } else { 1 };
+            let now = next_tick[vm];
+            if let Some((at, holder)) = landing.filter(|(at, _)| *at <= now) {
+                vms[holder]
+                    .publish(&store, holder as u64 + 1, at, set(JWKS))
+                    .unwrap();
+                landing = None;
+                continue;
+            }
+            if now > run_ms {
+                return stale;
+            }
+            let c = &mut vms[vm];
+            c.sync(&store);
+            if c.health(now) == Health::Stale {
+                stale.push(now);
+            }
+            if c.needs_refresh(now)
+                && landing.is_none()
+                && c.try_acquire(&store, vm as u64 + 1, now)
+            {
+                landing = Some((now + latency, vm));
+            }
+            // Envoy's timers fire a little late, and the period restarts after each tick's work.
+            next_tick[vm] = now + tick(c, now) + 3;
+        }
+    }
+
+    #[test]
+    fn a_one_second_cache_never_goes_stale_with_a_healthy_idp() {
+        let timing = Timing {
+            cache_duration_ms: 1_000,
+            ..TIMING
+        };
+        let adaptive =
+            |c: &ProviderCache, now| tick_ms(now, c.usable(now).is_none(), [c.next_event_ms(now)]);
+        for latency in [2, 50, 200] {
+            assert_eq!(
+                stale_ticks(timing, latency, 20_000, &adaptive),
+                Vec::<u64>::new(),
+                "fetch latency {latency} ms"
+            );
+        }
+        // The same run on a fixed slow tick (as before) goes stale every cycle.
+        let slow = |_: &ProviderCache, _| SLOW_TICK_MS;
+        assert!(stale_ticks(timing, 2, 20_000, &slow).len() > 5);
+        // And long caches keep working on the adaptive tick.
+        let long = Timing {
+            cache_duration_ms: 10_000,
+            ..TIMING
+        };
+        assert!(stale_ticks(long, 300, 60_000, &adaptive).is_empty());
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub const ALLOW_REASONS: &[&str] = &["ok", "anonymous", "public", "degraded"];
 pub const FETCH_RESULTS: &[&str] = &[
     "success",
     "timeout",
+    "connect_error",
     "http_error",
     "too_large",
     "invalid",

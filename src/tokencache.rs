@@ -7,7 +7,7 @@
 
 use crate::crypto::Alg;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 pub type TokenHash = [u8; 32];
@@ -38,9 +38,12 @@ pub struct CachedToken {
 #[derive(Debug)]
 pub struct TokenCache {
     capacity: usize,
-    map: HashMap<TokenHash, CachedToken>,
-    /// Insertion order, for evicting the oldest entry when full.
-    order: VecDeque<TokenHash>,
+    /// Each entry with its insertion number, the key of its place in `order`.
+    map: HashMap<TokenHash, (u64, CachedToken)>,
+    /// Insertion number → entry, oldest first, for evicting the oldest entry when full. Every change
+    /// to `map` changes `order` with it, so both always hold the same entries.
+    order: BTreeMap<u64, TokenHash>,
+    next_seq: u64,
     pub hits: u64,
     pub misses: u64,
 }
@@ -57,7 +60,8 @@ impl TokenCache {
         TokenCache {
             capacity,
             map: HashMap::with_capacity(capacity.min(4096)),
-            order: VecDeque::with_capacity(capacity.min(4096)),
+            order: BTreeMap::new(),
+            next_seq: 0,
             hits: 0,
             misses: 0,
         }
@@ -73,12 +77,12 @@ impl TokenCache {
 
     pub fn get(&mut self, hash: &TokenHash, now_secs: u64) -> Option<CachedToken> {
         match self.map.get(hash) {
-            Some(e) if now_secs < e.expires_at => {
+            Some((_, e)) if now_secs < e.expires_at => {
                 self.hits += 1;
                 Some(e.clone())
             }
             Some(_) => {
-                self.map.remove(hash);
+                self.remove(hash);
                 self.misses += 1;
                 None
             }
@@ -89,36 +93,36 @@ impl TokenCache {
         }
     }
 
+    /// Adds (or replaces, as the newest) the entry for `hash`, evicting the oldest ones beyond the
+    /// capacity.
     pub fn insert(&mut self, hash: TokenHash, token: CachedToken) {
         if self.capacity == 0 {
             return;
         }
-        if self.map.insert(hash, token).is_none() {
-            self.order.push_back(hash);
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        if let Some((old, _)) = self.map.insert(hash, (seq, token)) {
+            self.order.remove(&old);
         }
+        self.order.insert(seq, hash);
         while self.map.len() > self.capacity {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.map.remove(&old);
-                }
-                None => break,
-            }
-        }
-        // Keep the order queue from growing with hashes already evicted or removed.
-        if self.order.len() > 2 * self.capacity {
-            let map = &self.map;
-            self.order.retain(|h| map.contains_key(h));
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.map.remove(&oldest);
         }
     }
 
     pub fn remove(&mut self, hash: &TokenHash) {
-        self.map.remove(hash);
+        if let Some((seq, _)) = self.map.remove(hash) {
+            self.order.remove(&seq);
+        }
     }
 
     /// Records that the entry's key is still present in generation `gen`, capping the entry at the
     /// key's grace deadline if the key was withdrawn.
     pub fn refresh_gen(&mut self, hash: &TokenHash, gen: u64, until_secs: Option<u64>) {
-        if let Some(e) = self.map.get_mut(hash) {
+        if let Some((_, e)) = self.map.get_mut(hash) {
             e.key_gen = gen;
             if let Some(until) = until_secs {
                 e.expires_at = e.expires_at.min(until);
@@ -166,7 +170,7 @@ mod tests {
         assert_eq!(c.len(), 3);
         assert!(c.get(&h(6), 0).is_none());
         assert!(c.get(&h(7), 0).is_some() && c.get(&h(9), 0).is_some());
-        assert!(c.order.len() <= 6);
+        assert_eq!(c.order.len(), 3);
         let mut off = TokenCache::new(0);
         off.insert(h(1), entry(1_000));
         assert!(off.is_empty());
@@ -180,5 +184,62 @@ mod tests {
         c.refresh_gen(&h(7), 2, Some(500));
         assert!(c.get(&h(7), 499).is_some_and(|e| e.key_gen == 2));
         assert!(c.get(&h(7), 500).is_none());
+    }
+
+    fn consistent(c: &TokenCache) {
+        assert_eq!(
+            c.order.len(),
+            c.map.len(),
+            "order and map hold the same entries"
+        );
+        for (seq, hash) in &c.order {
+            assert_eq!(c.map.get(hash).map(|(s, _)| s), Some(seq));
+        }
+    }
+
+    #[test]
+    fn a_token_inserted_again_after_removal_is_the_newest() {
+        let mut c = TokenCache::new(2);
+        c.insert(h(1), entry(1_000));
+        c.insert(h(2), entry(1_000));
+        c.remove(&h(1));
+        c.insert(h(1), entry(1_000));
+        consistent(&c);
+        // Full: the oldest entry (2) goes, not the one just inserted again.
+        c.insert(h(3), entry(1_000));
+        consistent(&c);
+        assert!(c.get(&h(2), 0).is_none());
+        assert!(c.get(&h(1), 0).is_some() && c.get(&h(3), 0).is_some());
+    }
+
+    #[test]
+    fn a_token_inserted_again_after_expiry_is_the_newest() {
+        let mut c = TokenCache::new(2);
+        c.insert(h(1), entry(10));
+        c.insert(h(2), entry(1_000));
+        assert!(c.get(&h(1), 10).is_none(), "expired");
+        consistent(&c);
+        c.insert(h(1), entry(1_000));
+        c.insert(h(3), entry(1_000));
+        consistent(&c);
+        assert!(c.get(&h(2), 0).is_none());
+        assert!(c.get(&h(1), 0).is_some());
+    }
+
+    #[test]
+    fn the_order_never_holds_more_than_the_map() {
+        let mut c = TokenCache::new(8);
+        for round in 0..200u32 {
+            let i = (round % 13) as u8;
+            match round % 4 {
+                0 => c.remove(&h(i)),
+                1 => {
+                    let _ = c.get(&h(i), u64::from(round));
+                }
+                _ => c.insert(h(i), entry(u64::from(round) + 5)),
+            }
+            consistent(&c);
+            assert!(c.len() <= 8);
+        }
     }
 }

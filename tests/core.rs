@@ -1056,7 +1056,12 @@ fn local_key_set_skips_unsupported_keys() {
     let set = KeySet::parse(jwks().to_string().as_bytes()).expect("key set");
     assert_eq!(set.keys.len(), 4);
     assert_eq!(set.skipped.len(), 1, "{:?}", set.skipped);
-    assert!(set.skipped[0].starts_with("ec-384"), "{:?}", set.skipped);
+    assert_eq!(
+        set.skipped[0].kid.as_deref(),
+        Some("ec-384"),
+        "{:?}",
+        set.skipped
+    );
     for alg in Alg::ALL {
         assert!(set.keys.iter().any(|k| k.fits(alg)), "{alg:?}");
     }
@@ -1899,9 +1904,10 @@ mod cache {
         assert_eq!(code(&run_at(NOW)), "allow");
         assert_eq!(k.key_reads.get(), 1);
         assert_eq!(k.cache.borrow().len(), 1);
-        // A hit: allowed again without touching the key set (no signature check).
+        // A hit: allowed again without a signature check; the key set is read only to see that the
+        // verifying key is still usable.
         assert_eq!(code(&run_at(NOW + 1)), "allow");
-        assert_eq!(k.key_reads.get(), 1);
+        assert_eq!(k.key_reads.get(), 2);
         assert_eq!(k.cache.borrow().hits, 1);
         // Time still counts: past exp + skew the hit is denied (and the entry dropped at exp).
         assert_eq!(code(&run_at(NOW + 161)), "expired");
@@ -1997,5 +2003,116 @@ mod cache {
         }
         assert!(k.cache.borrow().is_empty());
         assert_eq!(k.key_reads.get(), 3, "every attempt is verified");
+    }
+}
+
+// ---------- a cached token is only as good as its key ----------
+
+mod cached_key_state {
+    use super::*;
+    use jwt_guard::tokencache::{CachedToken, TokenCache, TokenHash};
+    use std::cell::{Cell, RefCell};
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Set {
+        Local,
+        /// Past max_stale with failing refreshes.
+        Unavailable,
+        /// Past max_stale, a refresh under way.
+        Pending,
+        /// A set without the verifying key (same generation: only the lookup can tell).
+        Other,
+    }
+
+    /// The provider's local set, or a state the key cache can be in; the generation never changes,
+    /// so a hit cannot rely on a generation bump to notice.
+    struct SwitchableKeys<'a> {
+        config: &'a Config,
+        other: KeySet,
+        state: Cell<Set>,
+        cache: RefCell<TokenCache>,
+    }
+
+    impl Keys for SwitchableKeys<'_> {
+        fn keys(&self, provider: usize) -> KeyState<'_> {
+            match self.state.get() {
+                Set::Local => match &self.config.providers[provider].jwks {
+                    JwksSource::Local(set) => KeyState::Ready(set),
+                    JwksSource::Remote(_) => KeyState::Unavailable,
+                },
+                Set::Unavailable => KeyState::Unavailable,
+                Set::Pending => KeyState::Pending,
+                Set::Other => KeyState::Ready(&self.other),
+            }
+        }
+        fn generation(&self, _: usize) -> u64 {
+            7
+        }
+        fn cache_get(&self, h: &TokenHash, now: u64) -> Option<CachedToken> {
+            self.cache.borrow_mut().get(h, now)
+        }
+        fn cache_put(&self, h: TokenHash, e: CachedToken) {
+            self.cache.borrow_mut().insert(h, e)
+        }
+        fn cache_drop(&self, h: &TokenHash) {
+            self.cache.borrow_mut().remove(h)
+        }
+        fn cache_key_seen(&self, h: &TokenHash, gen: u64, until: Option<u64>) {
+            self.cache.borrow_mut().refresh_gen(h, gen, until)
+        }
+    }
+
+    fn keys(config: &Config) -> SwitchableKeys<'_> {
+        SwitchableKeys {
+            config,
+            other: KeySet::parse(
+                json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .expect("set"),
+            state: Cell::new(Set::Local),
+            cache: RefCell::new(TokenCache::new(16)),
+        }
+    }
+
+    fn run(cfg: &Config, k: &SwitchableKeys<'_>, token: &[u8]) -> Outcome {
+        authenticate(cfg, requirement(cfg), &[token.to_vec()], k, NOW + 1)
+    }
+
+    #[test]
+    fn a_cached_token_is_not_allowed_once_its_key_set_is_unusable() {
+        let f = fixtures();
+        let cfg = config();
+        let k = keys(&cfg);
+        let token = rs256(&f, claims());
+        assert_eq!(code(&run(&cfg, &k, &token)), "allow");
+        assert_eq!(code(&run(&cfg, &k, &token)), "allow");
+        assert_eq!(k.cache.borrow().hits, 1, "cached");
+        // The key set went past max_stale: the hit fails closed like an uncached token.
+        k.state.set(Set::Unavailable);
+        for _ in 0..3 {
+            assert_eq!(code(&run(&cfg, &k, &token)), "keys_unavailable");
+        }
+        // A refresh under way: the request waits for it instead of being allowed.
+        k.state.set(Set::Pending);
+        assert!(matches!(run(&cfg, &k, &token), Outcome::Wait(0)));
+        // Keys back: the entry was kept (the key never left), so this is a hit again.
+        k.state.set(Set::Local);
+        let hits = k.cache.borrow().hits;
+        assert_eq!(code(&run(&cfg, &k, &token)), "allow");
+        assert_eq!(k.cache.borrow().hits, hits + 1);
+    }
+
+    #[test]
+    fn a_cached_token_is_dropped_when_its_key_is_gone_in_the_same_generation() {
+        let f = fixtures();
+        let cfg = config();
+        let k = keys(&cfg);
+        let token = rs256(&f, claims());
+        assert_eq!(code(&run(&cfg, &k, &token)), "allow");
+        k.state.set(Set::Other);
+        assert_eq!(code(&run(&cfg, &k, &token)), "unknown_kid");
+        assert!(k.cache.borrow().is_empty());
     }
 }

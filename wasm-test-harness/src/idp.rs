@@ -35,7 +35,9 @@ struct State {
 /// A running mock IdP on 127.0.0.1:<free port>. Stops when dropped.
 pub struct MockIdp {
     state: Arc<Mutex<State>>,
-    server: HttpServer,
+    port: u16,
+    /// `None` while the port is closed (`close` .. `reopen`).
+    server: Mutex<Option<HttpServer>>,
 }
 
 impl MockIdp {
@@ -54,13 +56,32 @@ impl MockIdp {
             jwks_requests: 0,
             requests: Vec::new(),
         }));
-        let st = state.clone();
-        let server = HttpServer::start(port, Arc::new(move |req: &Request| handle(&st, req)))?;
-        Ok(MockIdp { state, server })
+        let server = serve(&state, port)?;
+        Ok(MockIdp {
+            state,
+            port: server.port(),
+            server: Mutex::new(Some(server)),
+        })
     }
 
     pub fn port(&self) -> u16 {
-        self.server.port()
+        self.port
+    }
+
+    /// Stops listening: connections to the port are refused (and open ones close) until `reopen`,
+    /// as when the IdP is down.
+    pub fn close(&self) {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(server);
+    }
+
+    /// Listens on the same port again, with the same state, after `close`.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        if server.is_none() {
+            *server = Some(serve(&self.state, self.port)?);
+        }
+        Ok(())
     }
 
     /// `http://127.0.0.1:<port>`
@@ -117,6 +138,11 @@ impl MockIdp {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn serve(state: &Arc<Mutex<State>>, port: u16) -> std::io::Result<HttpServer> {
+    let st = state.clone();
+    HttpServer::start(port, Arc::new(move |req: &Request| handle(&st, req)))
 }
 
 fn handle(state: &Mutex<State>, req: &Request) -> Reply {

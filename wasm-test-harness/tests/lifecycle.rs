@@ -301,3 +301,150 @@ fn oidc_discovery_is_followed_and_a_mismatched_issuer_is_rejected() {
     );
     assert!(stack.logs_contain("does not match the configured issuer"));
 }
+
+/// `name{labels}` → value for the jwt_guard series in /stats/prometheus.
+fn prometheus(stack: &Stack) -> std::collections::BTreeMap<String, f64> {
+    let text = stack
+        .envoy
+        .admin_get("/stats/prometheus")
+        .expect("stats")
+        .body;
+    text.lines()
+        .filter(|l| l.starts_with("jwt_guard_"))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_cached_token_fails_closed_on_every_worker_once_the_key_set_is_past_max_stale() {
+    let cfg = config(
+        json!({"cache_duration": "2s", "max_stale": "2s"}),
+        json!({"jwks_wait_timeout": "500ms"}),
+    );
+    let stack = two_workers(MockIdp::start(), cfg);
+    let token = good();
+    // One connection per request: with two workers, both see (and cache) the token.
+    for _ in 0..12 {
+        assert_eq!(stack.get_with_token("/x", &token).status, 200);
+    }
+    let hits = prometheus(&stack)
+        .get("jwt_guard_token_cache_hits{}")
+        .copied()
+        .unwrap_or(0.0);
+    assert!(
+        hits >= 2.0,
+        "the token is served from the cache: {hits} hits"
+    );
+    stack.idp.set_behavior(Behavior::Status(503));
+    let down = Instant::now();
+    // The set was fetched at most ~2 s before `down` (refreshes keep it fresh): it expires within 2 s
+    // and is unusable 2 s (max_stale) after that.
+    let deadline = down + Duration::from_secs(8);
+    while stack.get_with_token("/x", &token).status == 200 {
+        assert!(
+            Instant::now() < deadline,
+            "a cached token was still allowed {:?} after the IdP went down (max_stale 2 s)",
+            down.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(stack.logs_contain("key set unavailable"));
+    let port = stack.envoy.listen_port();
+    let header = [("authorization", format!("Bearer {token}").into_bytes())];
+    let reached = stack.echo.count();
+    let answers: Vec<(u16, String)> = (0..24)
+        .map(|_| {
+            let r = try_http_request(port, "GET", "/x", &header, b"").expect("request");
+            (r.status, code(&r))
+        })
+        .collect();
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (503, "keys_unavailable".to_owned())),
+        "{answers:?}"
+    );
+    assert_eq!(
+        stack.echo.count(),
+        reached,
+        "nothing reached the upstream after max_stale"
+    );
+}
+
+#[test]
+fn a_one_second_cache_stays_fresh_with_a_healthy_idp() {
+    let cfg = config(json!({"cache_duration": "1s"}), json!({}));
+    let stack = two_workers(MockIdp::start(), cfg);
+    assert_eq!(stack.get_with_token("/x", &good()).status, 200);
+    let start = Instant::now();
+    let fetches_before = stack.idp.jwks_requests();
+    let mut stale_samples = Vec::new();
+    while start.elapsed() < Duration::from_secs(5) {
+        let r = stack.get_with_token("/x", &good());
+        assert_eq!(r.status, 200, "at {:?}: {}", start.elapsed(), r.body);
+        let stale = prometheus(&stack)
+            .get("jwt_guard_jwks_stale{provider=\"demo\"}")
+            .copied();
+        if stale != Some(0.0) {
+            stale_samples.push((start.elapsed(), stale));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fetches = stack.idp.jwks_requests() - fetches_before;
+    let logs = stack.envoy.logs();
+    assert!(
+        !logs.contains("key set stale"),
+        "{}",
+        logs.lines()
+            .filter(|l| l.contains("key set"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(stale_samples.is_empty(), "stale gauge: {stale_samples:?}");
+    // Refreshed early enough, but not much more often than the cache duration asks for.
+    assert!((4..=12).contains(&fetches), "{fetches} fetches in 5 s");
+    eprintln!("1 s cache: {fetches} JWKS fetches in 5 s");
+}
+
+#[test]
+fn skipped_kids_are_logged_escaped_and_bounded_for_remote_and_inline_key_sets() {
+    let hostile = "evil\r\nprovider demo: key set fresh \u{1b}[2J\"";
+    let mut served = jwks_of(&[KeyName::Ec1]);
+    let keys = served["keys"].as_array_mut().expect("keys");
+    keys.push(json!({"kty": "oct", "kid": hostile, "k": "AAAA"}));
+    for i in 0..30 {
+        keys.push(json!({"kty": "oct", "kid": format!("filler-{i}"), "k": "AAAA"}));
+    }
+    let idp = MockIdp::start();
+    idp.set_jwks(served.clone());
+    let mut cfg: Value = serde_json::from_str(&config(json!({}), json!({}))).expect("config");
+    let mut inline = cfg["providers"]["demo"].clone();
+    inline
+        .as_object_mut()
+        .expect("object")
+        .remove("remote_jwks");
+    inline["local_jwks"] = json!({"inline": served});
+    cfg["providers"]["inline"] = inline;
+    let stack = two_workers(idp, cfg.to_string());
+    assert_eq!(stack.get_with_token("/x", &good()).status, 200);
+    let escaped = r#"skipped 31: "evil\u{d}\u{a}provider demo: key set fresh \u{1b}[2J\"" (symmetric keys are never used), "filler-0" (symmetric keys are never used)"#;
+    assert!(stack.logs_contain(&format!(
+        "provider demo: fetched JWKS generation 1 with 1 usable keys; {escaped}"
+    )));
+    assert!(stack.logs_contain(&format!(
+        "provider inline: local JWKS has 1 usable keys; {escaped}"
+    )));
+    assert!(stack.logs_contain(", and 26 more"));
+    let logs = stack.envoy.logs();
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no raw escape sequence in the log"
+    );
+    assert!(
+        logs.lines().all(|l| !l.starts_with("provider demo")),
+        "no line forged by a kid"
+    );
+}

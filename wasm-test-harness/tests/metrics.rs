@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use wasm_test_harness::stack::Stack;
 use wasm_test_harness::tokens::{self, mint, sign_raw, std_claims};
-use wasm_test_harness::KeyName;
+use wasm_test_harness::{Behavior, KeyName};
 
 fn config(audit: Value) -> String {
     json!({
@@ -355,4 +355,90 @@ fn allow_records_are_sampled_and_denials_always_written() {
         .logs()
         .lines()
         .all(|l| !l.starts_with("{\"decision\"")));
+}
+
+/// The demo provider's fetch counter for `result`.
+fn fetches(stack: &Stack, result: &str) -> f64 {
+    prometheus(stack)
+        .get(&format!(
+            "jwt_guard_jwks_fetch{{provider=\"demo\",result=\"{result}\"}}"
+        ))
+        .copied()
+        .unwrap_or(-1.0)
+}
+
+/// Waits (up to 20 s) until the `result` counter exceeds `before`; then returns every failure
+/// counter, so a phase can check that only its own cause moved.
+fn after(stack: &Stack, result: &str, before: f64) -> [f64; 3] {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fetches(stack, result) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no {result} fetch counted\n{}",
+            stack.envoy.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ["timeout", "connect_error", "http_error"].map(|r| fetches(stack, r))
+}
+
+#[test]
+fn fetch_failures_are_counted_as_timeout_connect_error_or_http_error() {
+    let mut cfg: Value = serde_json::from_str(&config(json!({}))).expect("config");
+    let remote = &mut cfg["providers"]["demo"]["remote_jwks"];
+    remote["http_uri"]["timeout"] = json!("500ms");
+    remote["cache_duration"] = json!("1s");
+    remote["max_stale"] = json!("300s");
+    let stack = Stack::start(cfg.to_string(), 2);
+    let mut success = after(&stack, "success", 0.0);
+    assert_eq!(success, [0.0; 3], "no failures while the IdP is healthy");
+    let mut succeeded = |stack: &Stack| {
+        let before = fetches(stack, "success");
+        after(stack, "success", before);
+        success = ["timeout", "connect_error", "http_error"].map(|r| fetches(stack, r));
+        success
+    };
+
+    // Slower than the timeout: Envoy answers 504 itself after 500 ms.
+    stack
+        .idp
+        .set_behavior(Behavior::Delay(Duration::from_millis(1500)));
+    let [timeout, connect, http] = after(&stack, "timeout", 0.0);
+    assert_eq!((connect, http), (0.0, 0.0), "a slow IdP is a timeout only");
+    assert!(timeout >= 1.0);
+    assert!(stack.logs_contain("no answer for the JWKS within the 500 ms timeout"));
+    stack.idp.set_behavior(Behavior::Normal);
+    let base = succeeded(&stack);
+
+    // The IdP's own 503.
+    stack.idp.set_behavior(Behavior::Status(503));
+    let [timeout, connect, http] = after(&stack, "http_error", base[2]);
+    assert_eq!(
+        (timeout, connect),
+        (base[0], 0.0),
+        "a 503 from the IdP is an http_error"
+    );
+    assert!(http > base[2]);
+    stack.idp.set_behavior(Behavior::Normal);
+    let base = succeeded(&stack);
+
+    // Nobody listening: Envoy's 503 "upstream connect error …" local reply.
+    stack.idp.close();
+    let [timeout, connect, http] = after(&stack, "connect_error", 0.0);
+    assert_eq!(
+        (timeout, http),
+        (base[0], base[2]),
+        "a closed port is a connect_error"
+    );
+    assert!(connect >= 1.0);
+    assert!(stack.logs_contain("cannot reach the JWKS endpoint: upstream connect error"));
+    stack.idp.reopen().expect("reopen the IdP port");
+    succeeded(&stack);
+    // Throughout, the cached keys kept serving.
+    assert_eq!(
+        stack
+            .send("GET", "/api/x", Some(&es(json!({}))), &[])
+            .status,
+        200
+    );
 }
