@@ -16,7 +16,7 @@ OCI_IMAGE     ?= localhost/jwt-guard:$(shell sed -n 's/^version = "\(.*\)"/\1/p'
 export ENVOY_BIN
 export WASM
 
-.PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean bench
+.PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean bench fuzz fuzz-corpus
 
 all: build
 
@@ -71,6 +71,17 @@ bench: build envoy
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) build --release --locked --target wasm32-wasip1 -p wasm-floor
 	$(CARGO) run --release --quiet --locked -p wasm-test-harness -- bench $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(DURATION),--duration $(DURATION)) $(ARGS)
+
+# Bounded fuzzing (tests/fuzz.rs) of the token, JWKS, discovery and config parsers: each target replays
+# tests/fuzz/corpus/<target>/ (and regressions/), then fuzzes for FUZZ_SECONDS; the four run two at a time.
+# Plain `cargo test -p jwt-guard` runs the same tests for 1.5 s each. make fuzz [FUZZ_SECONDS=300]
+FUZZ_SECONDS ?= 60
+fuzz:
+	JWT_GUARD_FUZZ_MS=$$(( $(FUZZ_SECONDS) * 1000 )) $(CARGO) test --release --locked -p jwt-guard --test fuzz -- --nocapture --test-threads 2
+
+# Rewrites the fuzz seeds from the fixture keys and the shipped configs (regressions/ are kept).
+fuzz-corpus:
+	$(CARGO) test --locked -p wasm-test-harness --test fuzz_corpus -- --ignored --nocapture
 
 lint: target
 	$(CARGO) fmt --all -- --check

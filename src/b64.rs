@@ -25,4 +25,36 @@ mod tests {
             assert!(decode(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
+
+    /// Every accepted spelling is the canonical one: for all inputs of 1 to 3 characters (every tail
+    /// length; longer inputs only add whole 4-character groups), decode then encode gives the input back,
+    /// so no two spellings decode to the same bytes (a token cannot be respelled and still verify).
+    #[test]
+    fn accepted_input_is_canonical() {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= .";
+        let mut accepted = 0;
+        let mut check = |s: &[u8]| {
+            if let Some(raw) = decode(s) {
+                accepted += 1;
+                assert_eq!(
+                    URL_SAFE_NO_PAD.encode(raw).as_bytes(),
+                    s,
+                    "{:?}",
+                    String::from_utf8_lossy(s)
+                );
+            }
+        };
+        for &a in alphabet {
+            check(&[a]);
+            for &b in alphabet {
+                check(&[a, b]);
+                for &c in alphabet {
+                    check(&[a, b, c]);
+                    check(&[b'Q', b'U', b'J', b'D', a, b, c]);
+                }
+            }
+        }
+        // 2 characters carry 1 byte (256 spellings), 3 carry 2 bytes (65536), twice.
+        assert_eq!(accepted, 256 + 2 * 65_536);
+    }
 }
