@@ -135,8 +135,14 @@ pub fn jwks_location(
     discovery_was_https: bool,
 ) -> Result<(String, String), FetchError> {
     let invalid = |m: &str| FetchError::new("invalid", m);
-    let doc: Value =
-        serde_json::from_slice(body).map_err(|_| invalid("discovery document is not JSON"))?;
+    let doc: Value = crate::json::parse(body).map_err(|e| match e {
+        // Two `issuer` or `jwks_uri` members: one parser's reading could pass the issuer check
+        // while another follows the other URI.
+        crate::json::StrictError::DuplicateMember => {
+            invalid("discovery document names a JSON member twice")
+        }
+        crate::json::StrictError::Syntax => invalid("discovery document is not JSON"),
+    })?;
     let found = doc
         .get("issuer")
         .and_then(Value::as_str)
@@ -164,7 +170,7 @@ pub fn parse_jwks(body: &[u8]) -> Result<KeySet, FetchError> {
         let cause = match e {
             JwksError::TooLarge { .. } => "too_large",
             JwksError::NoUsableKey { .. } => "no_usable_key",
-            JwksError::NotJson | JwksError::NoKeysArray => "invalid",
+            JwksError::NotJson | JwksError::DuplicateMember | JwksError::NoKeysArray => "invalid",
         };
         FetchError::new(cause, e.to_string())
     })
@@ -306,6 +312,19 @@ mod tests {
             .unwrap_err()
             .message
             .contains("jwks_uri"));
+    }
+
+    #[test]
+    fn duplicate_members_are_refused_in_discovery_and_jwks() {
+        let doc = br#"{"issuer":"https://evil.example","issuer":"https://idp.example","jwks_uri":"https://idp.example/jwks"}"#;
+        let e = jwks_location(doc, "https://idp.example", true).unwrap_err();
+        assert_eq!(e.cause, "invalid");
+        assert!(e.message.contains("twice"), "{}", e.message);
+        let doc = br#"{"issuer":"https://idp.example","jwks_uri":"http://evil/jwks","jwks_uri":"https://idp.example/jwks"}"#;
+        assert!(jwks_location(doc, "https://idp.example", true).is_err());
+        let e = parse_jwks(br#"{"keys":[],"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#).unwrap_err();
+        assert_eq!(e.cause, "invalid");
+        assert!(e.message.contains("twice"), "{}", e.message);
     }
 
     #[test]

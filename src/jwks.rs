@@ -63,10 +63,18 @@ pub struct KeySet {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum JwksError {
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        size: usize,
+        limit: usize,
+    },
     NotJson,
+    /// An object in the document names a member twice (`"keys"` twice, `"n"` twice): parsers
+    /// disagree about which one counts, so the document is not read either way.
+    DuplicateMember,
     NoKeysArray,
-    NoUsableKey { skipped: usize },
+    NoUsableKey {
+        skipped: usize,
+    },
 }
 
 impl fmt::Display for JwksError {
@@ -76,6 +84,7 @@ impl fmt::Display for JwksError {
                 write!(f, "JWKS is {size} bytes, limit is {limit}")
             }
             JwksError::NotJson => write!(f, "JWKS is not a JSON object"),
+            JwksError::DuplicateMember => write!(f, "JWKS names a JSON member twice"),
             JwksError::NoKeysArray => write!(f, "JWKS has no \"keys\" array"),
             JwksError::NoUsableKey { skipped } => {
                 write!(f, "JWKS has no usable signing key ({skipped} skipped)")
@@ -105,7 +114,10 @@ impl KeySet {
                 limit,
             });
         }
-        let doc: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotJson)?;
+        let doc: Value = crate::json::parse(body).map_err(|e| match e {
+            crate::json::StrictError::DuplicateMember => JwksError::DuplicateMember,
+            crate::json::StrictError::Syntax => JwksError::NotJson,
+        })?;
         let Some(entries) = doc
             .as_object()
             .and_then(|o| o.get("keys"))
