@@ -395,7 +395,10 @@ fn jwks_docs() {
     let previous = KeySet::parse(&to_vec(&jwks_of(&[KeyName::Rsa1, KeyName::RsaRogue]))).unwrap();
     let mut current = KeySet::parse(&to_vec(&jwks())).unwrap();
     current.retire_from(&previous, NOW * 1000, 600_000);
-    write("jwks", "stored-with-retired.json", current.to_stored());
+    let (stored, _) = current
+        .to_stored_within(jwt_guard::jwks::MAX_STORED_BYTES)
+        .unwrap();
+    write("jwks", "stored-with-retired.json", stored);
 }
 
 fn discovery_docs() {
