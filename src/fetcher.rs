@@ -277,18 +277,41 @@ mod tests {
     }
 
     #[test]
-    fn every_cause_is_a_metric_label() {
-        for cause in [
-            "timeout",
-            "connect_error",
-            "http_error",
-            "too_large",
-            "invalid",
-            "no_usable_key",
-            "issuer_mismatch",
-        ] {
-            assert!(crate::metrics::FETCH_RESULTS.contains(&cause), "{cause}");
+    fn every_cause_is_a_metric_label_and_every_label_a_cause() {
+        // One input per way a refresh step fails, run through the real checks; the labels are then
+        // the fetcher's own causes, not a second list.
+        let slow = Answer {
+            elapsed_ms: 500,
+            ..answer(None, 0)
+        };
+        let refused = Answer {
+            body_start: b"no healthy upstream",
+            ..answer(Some("503"), 10)
+        };
+        let issuer = br#"{"issuer":"https://other","jwks_uri":"https://x/j"}"#;
+        let errors = [
+            check_answer(Stage::Jwks, &slow).err(),
+            check_answer(Stage::Jwks, &refused).err(),
+            check_answer(Stage::Jwks, &answer(Some("500"), 10)).err(),
+            check_answer(Stage::Jwks, &answer(Some("200"), MAX_JWKS_BYTES + 1)).err(),
+            parse_jwks(b"nope").err(),
+            parse_jwks(br#"{"keys":[{"kty":"oct","k":"AA"}]}"#).err(),
+            jwks_location(issuer, "https://idp", true).err(),
+        ];
+        let mut causes: Vec<&str> = errors.iter().flatten().map(|e| e.cause).collect();
+        causes.sort_unstable();
+        causes.dedup();
+        for cause in &causes {
+            assert!(crate::metrics::FETCH_RESULTS.contains(cause), "{cause}");
         }
+        // `success` and `dispatch_error` (the host refused the call) are counted by the filter.
+        let mut labels: Vec<&str> = crate::metrics::FETCH_RESULTS
+            .iter()
+            .copied()
+            .filter(|l| !["success", "dispatch_error"].contains(l))
+            .collect();
+        labels.sort_unstable();
+        assert_eq!(causes, labels);
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine as _;
-use common::{b64u, fixture_path, hmac_sha256, pem_der, read_text};
+use common::{b64u, fixture_path, hmac_sha256, pem_der, read_text, LocalKeys};
 use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPrivateKey};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use jwt_guard::authenticator::{authenticate, KeyState, Keys, Outcome};
@@ -119,18 +119,6 @@ fn config_with(extra: Value) -> Config {
 
 fn config() -> Config {
     config_with(json!({}))
-}
-
-/// Serves the provider's `local_jwks` set.
-struct LocalKeys<'a>(&'a Config);
-
-impl Keys for LocalKeys<'_> {
-    fn keys(&self, provider: usize) -> KeyState<'_> {
-        match &self.0.providers[provider].jwks {
-            JwksSource::Local(set) => KeyState::Ready(set),
-            JwksSource::Remote(_) => KeyState::Unavailable,
-        }
-    }
 }
 
 struct PendingKeys;
@@ -1838,19 +1826,33 @@ mod cache {
     use jwt_guard::tokencache::{CachedToken, TokenCache, TokenHash};
     use std::cell::{Cell, RefCell};
 
-    /// Local keys plus a real cache; counts key-set reads so a hit (which needs none) is visible, and
-    /// can swap in another key set (a new generation).
+    /// What the key cache says besides "ready": the set went past max_stale with refreshes failing
+    /// (`Unavailable`) or with one under way (`Pending`).
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Outage {
+        Unavailable,
+        Pending,
+    }
+
+    /// Local keys plus a real cache; counts key-set reads, can swap in another key set (with or
+    /// without a new generation) and can report the set unusable.
     struct CachingKeys<'a> {
         config: &'a Config,
         replacement: Option<jwt_guard::jwks::KeySet>,
         gen: Cell<u64>,
         key_reads: Cell<usize>,
+        outage: Cell<Option<Outage>>,
         cache: RefCell<TokenCache>,
     }
 
     impl Keys for CachingKeys<'_> {
         fn keys(&self, provider: usize) -> KeyState<'_> {
             self.key_reads.set(self.key_reads.get() + 1);
+            match self.outage.get() {
+                Some(Outage::Unavailable) => return KeyState::Unavailable,
+                Some(Outage::Pending) => return KeyState::Pending,
+                None => {}
+            }
             if let Some(set) = &self.replacement {
                 return KeyState::Ready(set);
             }
@@ -1882,6 +1884,7 @@ mod cache {
             replacement: None,
             gen: Cell::new(1),
             key_reads: Cell::new(0),
+            outage: Cell::new(None),
             cache: RefCell::new(TokenCache::new(16)),
         }
     }
@@ -2004,79 +2007,10 @@ mod cache {
         assert!(k.cache.borrow().is_empty());
         assert_eq!(k.key_reads.get(), 3, "every attempt is verified");
     }
-}
 
-// ---------- a cached token is only as good as its key ----------
+    // ---------- a cached token is only as good as its key ----------
 
-mod cached_key_state {
-    use super::*;
-    use jwt_guard::tokencache::{CachedToken, TokenCache, TokenHash};
-    use std::cell::{Cell, RefCell};
-
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Set {
-        Local,
-        /// Past max_stale with failing refreshes.
-        Unavailable,
-        /// Past max_stale, a refresh under way.
-        Pending,
-        /// A set without the verifying key (same generation: only the lookup can tell).
-        Other,
-    }
-
-    /// The provider's local set, or a state the key cache can be in; the generation never changes,
-    /// so a hit cannot rely on a generation bump to notice.
-    struct SwitchableKeys<'a> {
-        config: &'a Config,
-        other: KeySet,
-        state: Cell<Set>,
-        cache: RefCell<TokenCache>,
-    }
-
-    impl Keys for SwitchableKeys<'_> {
-        fn keys(&self, provider: usize) -> KeyState<'_> {
-            match self.state.get() {
-                Set::Local => match &self.config.providers[provider].jwks {
-                    JwksSource::Local(set) => KeyState::Ready(set),
-                    JwksSource::Remote(_) => KeyState::Unavailable,
-                },
-                Set::Unavailable => KeyState::Unavailable,
-                Set::Pending => KeyState::Pending,
-                Set::Other => KeyState::Ready(&self.other),
-            }
-        }
-        fn generation(&self, _: usize) -> u64 {
-            7
-        }
-        fn cache_get(&self, h: &TokenHash, now: u64) -> Option<CachedToken> {
-            self.cache.borrow_mut().get(h, now)
-        }
-        fn cache_put(&self, h: TokenHash, e: CachedToken) {
-            self.cache.borrow_mut().insert(h, e)
-        }
-        fn cache_drop(&self, h: &TokenHash) {
-            self.cache.borrow_mut().remove(h)
-        }
-        fn cache_key_seen(&self, h: &TokenHash, gen: u64, until: Option<u64>) {
-            self.cache.borrow_mut().refresh_gen(h, gen, until)
-        }
-    }
-
-    fn keys(config: &Config) -> SwitchableKeys<'_> {
-        SwitchableKeys {
-            config,
-            other: KeySet::parse(
-                json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
-                    .to_string()
-                    .as_bytes(),
-            )
-            .expect("set"),
-            state: Cell::new(Set::Local),
-            cache: RefCell::new(TokenCache::new(16)),
-        }
-    }
-
-    fn run(cfg: &Config, k: &SwitchableKeys<'_>, token: &[u8]) -> Outcome {
+    fn run_cached(cfg: &Config, k: &CachingKeys<'_>, token: &[u8]) -> Outcome {
         authenticate(cfg, requirement(cfg), &[token.to_vec()], k, NOW + 1)
     }
 
@@ -2086,21 +2020,21 @@ mod cached_key_state {
         let cfg = config();
         let k = keys(&cfg);
         let token = rs256(&f, claims());
-        assert_eq!(code(&run(&cfg, &k, &token)), "allow");
-        assert_eq!(code(&run(&cfg, &k, &token)), "allow");
+        assert_eq!(code(&run_cached(&cfg, &k, &token)), "allow");
+        assert_eq!(code(&run_cached(&cfg, &k, &token)), "allow");
         assert_eq!(k.cache.borrow().hits, 1, "cached");
         // The key set went past max_stale: the hit fails closed like an uncached token.
-        k.state.set(Set::Unavailable);
+        k.outage.set(Some(Outage::Unavailable));
         for _ in 0..3 {
-            assert_eq!(code(&run(&cfg, &k, &token)), "keys_unavailable");
+            assert_eq!(code(&run_cached(&cfg, &k, &token)), "keys_unavailable");
         }
         // A refresh under way: the request waits for it instead of being allowed.
-        k.state.set(Set::Pending);
-        assert!(matches!(run(&cfg, &k, &token), Outcome::Wait(0)));
+        k.outage.set(Some(Outage::Pending));
+        assert!(matches!(run_cached(&cfg, &k, &token), Outcome::Wait(0)));
         // Keys back: the entry was kept (the key never left), so this is a hit again.
-        k.state.set(Set::Local);
+        k.outage.set(None);
         let hits = k.cache.borrow().hits;
-        assert_eq!(code(&run(&cfg, &k, &token)), "allow");
+        assert_eq!(code(&run_cached(&cfg, &k, &token)), "allow");
         assert_eq!(k.cache.borrow().hits, hits + 1);
     }
 
@@ -2108,11 +2042,19 @@ mod cached_key_state {
     fn a_cached_token_is_dropped_when_its_key_is_gone_in_the_same_generation() {
         let f = fixtures();
         let cfg = config();
-        let k = keys(&cfg);
+        let mut k = keys(&cfg);
         let token = rs256(&f, claims());
-        assert_eq!(code(&run(&cfg, &k, &token)), "allow");
-        k.state.set(Set::Other);
-        assert_eq!(code(&run(&cfg, &k, &token)), "unknown_kid");
+        assert_eq!(code(&run_cached(&cfg, &k, &token)), "allow");
+        // A set without the verifying key, generation unchanged: only the lookup can tell.
+        k.replacement = Some(
+            KeySet::parse(
+                json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .expect("set"),
+        );
+        assert_eq!(code(&run_cached(&cfg, &k, &token)), "unknown_kid");
         assert!(k.cache.borrow().is_empty());
     }
 }

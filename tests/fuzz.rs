@@ -14,14 +14,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 #[path = "fuzz/engine.rs"]
 mod engine;
 #[path = "fuzz/mutate.rs"]
 mod mutate;
 
 use arbtest::arbitrary::{Result as ArbResult, Unstructured};
+use common::LocalKeys;
 use engine::{documented_codes, Corpus};
-use jwt_guard::authenticator::{authenticate, KeyState, Keys, Outcome};
+use jwt_guard::authenticator::{authenticate, Outcome};
 use jwt_guard::config::{Config, JwksSource, Requirement, TokenSource};
 use jwt_guard::crypto::Alg;
 use jwt_guard::fetcher::{jwks_location, parse_jwks};
@@ -63,17 +65,6 @@ fn readme_documents_the_denial_codes() {
 }
 
 // ---------- token ----------
-
-struct LocalKeys<'a>(&'a Config);
-
-impl Keys for LocalKeys<'_> {
-    fn keys(&self, provider: usize) -> KeyState<'_> {
-        match &self.0.providers[provider].jwks {
-            JwksSource::Local(set) => KeyState::Ready(set),
-            JwksSource::Remote(_) => KeyState::Unavailable,
-        }
-    }
-}
 
 /// One provider with the mock IdP's JWKS inline; rule 0 needs a token, rule 1 also scopes and a claim.
 fn token_config() -> Config {

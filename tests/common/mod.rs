@@ -1,10 +1,25 @@
-//! Helpers shared by the native integration tests: fixture paths, PEM/DER slicing, hex, HMAC.
+//! Helpers shared by the native integration tests: fixture paths, PEM/DER slicing, hex, HMAC, and
+//! a key view serving the config's inline key sets.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use jwt_guard::authenticator::{KeyState, Keys};
+use jwt_guard::config::{Config, JwksSource};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
+
+/// Serves each provider's `local_jwks` set; remote providers have none.
+pub struct LocalKeys<'a>(pub &'a Config);
+
+impl Keys for LocalKeys<'_> {
+    fn keys(&self, provider: usize) -> KeyState<'_> {
+        match &self.0.providers[provider].jwks {
+            JwksSource::Local(set) => KeyState::Ready(set),
+            JwksSource::Remote(_) => KeyState::Unavailable,
+        }
+    }
+}
 
 pub fn manifest_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)

@@ -100,6 +100,22 @@ impl Stack {
         (r, seen)
     }
 
+    /// `name{labels}` → value for every `jwt_guard_` series in Envoy's `/stats/prometheus`.
+    pub fn prometheus(&self) -> std::collections::BTreeMap<String, f64> {
+        let text = self
+            .envoy
+            .admin_get("/stats/prometheus")
+            .unwrap_or_else(|e| panic!("/stats/prometheus: {e}"))
+            .body;
+        text.lines()
+            .filter(|l| l.starts_with("jwt_guard_"))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Waits up to 3 s for `needle` in Envoy's output.
     pub fn logs_contain(&self, needle: &str) -> bool {
         self.envoy.wait_for_log(needle, Duration::from_secs(3))

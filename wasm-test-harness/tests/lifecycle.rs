@@ -302,22 +302,6 @@ fn oidc_discovery_is_followed_and_a_mismatched_issuer_is_rejected() {
     assert!(stack.logs_contain("does not match the configured issuer"));
 }
 
-/// `name{labels}` → value for the jwt_guard series in /stats/prometheus.
-fn prometheus(stack: &Stack) -> std::collections::BTreeMap<String, f64> {
-    let text = stack
-        .envoy
-        .admin_get("/stats/prometheus")
-        .expect("stats")
-        .body;
-    text.lines()
-        .filter(|l| l.starts_with("jwt_guard_"))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn a_cached_token_fails_closed_on_every_worker_once_the_key_set_is_past_max_stale() {
     let cfg = config(
@@ -330,7 +314,8 @@ fn a_cached_token_fails_closed_on_every_worker_once_the_key_set_is_past_max_stal
     for _ in 0..12 {
         assert_eq!(stack.get_with_token("/x", &token).status, 200);
     }
-    let hits = prometheus(&stack)
+    let hits = stack
+        .prometheus()
         .get("jwt_guard_token_cache_hits{}")
         .copied()
         .unwrap_or(0.0);
@@ -385,7 +370,8 @@ fn a_one_second_cache_stays_fresh_with_a_healthy_idp() {
     while start.elapsed() < Duration::from_secs(5) {
         let r = stack.get_with_token("/x", &good());
         assert_eq!(r.status, 200, "at {:?}: {}", start.elapsed(), r.body);
-        let stale = prometheus(&stack)
+        let stale = stack
+            .prometheus()
             .get("jwt_guard_jwks_stale{provider=\"demo\"}")
             .copied();
         if stale != Some(0.0) {

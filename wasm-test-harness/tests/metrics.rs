@@ -2,7 +2,6 @@
 //! `/stats/prometheus` and the audit JSON lines, and assert exact counts, labels and fields.
 
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use wasm_test_harness::stack::Stack;
 use wasm_test_harness::tokens::{self, mint, sign_raw, std_claims};
@@ -34,22 +33,6 @@ fn config(audit: Value) -> String {
         ]
     })
     .to_string()
-}
-
-/// `name{labels}` → value for every jwt_guard series in /stats/prometheus.
-fn prometheus(stack: &Stack) -> BTreeMap<String, f64> {
-    let text = stack
-        .envoy
-        .admin_get("/stats/prometheus")
-        .expect("stats")
-        .body;
-    text.lines()
-        .filter(|l| l.starts_with("jwt_guard_"))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 fn audit_records(stack: &Stack) -> Vec<Value> {
@@ -140,12 +123,12 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
 
     // Histograms reach /stats/prometheus at the next stats flush (1 s in envoy/envoy.yaml).
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut stats = prometheus(&stack);
+    let mut stats = stack.prometheus();
     while stats.get("jwt_guard_decision_latency_us_count{mode=\"shadow\"}") != Some(&5.0)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(200));
-        stats = prometheus(&stack);
+        stats = stack.prometheus();
     }
     let expected: Vec<(String, f64)> = vec![
         (decisions("api", "enforce", "allow", "ok"), 4.0),
@@ -359,7 +342,8 @@ fn allow_records_are_sampled_and_denials_always_written() {
 
 /// The demo provider's fetch counter for `result`.
 fn fetches(stack: &Stack, result: &str) -> f64 {
-    prometheus(stack)
+    stack
+        .prometheus()
         .get(&format!(
             "jwt_guard_jwks_fetch{{provider=\"demo\",result=\"{result}\"}}"
         ))
