@@ -12,7 +12,7 @@
 
 use crate::config::TokenSource;
 use crate::error::Denial;
-use crate::headers::{header_key, param_key, percent_decode};
+use crate::headers::{header_key, is_header, param_key, percent_decode};
 
 /// The request as the extractor sees it; implemented over proxy-wasm in `filter` and by maps in tests.
 pub trait RequestView {
@@ -54,19 +54,6 @@ impl RequestView for HeaderList {
             .map(|(_, v)| v.clone())
             .collect()
     }
-}
-
-/// Whether header name `name` is `key` (a `header_key`) in some spelling; no allocation.
-pub fn is_header(name: &str, key: &str) -> bool {
-    name.len() == key.len()
-        && name.bytes().zip(key.bytes()).all(|(n, k)| {
-            let n = if n == b'_' {
-                b'-'
-            } else {
-                n.to_ascii_lowercase()
-            };
-            n == k
-        })
 }
 
 fn trim(mut v: &[u8]) -> &[u8] {

@@ -1059,15 +1059,15 @@ impl HttpContext for Http {
             None
         };
         let names = all.names();
-        let now = clock.map(|ns| (ns / 1_000_000) as u64);
-        let prepared = request::prepare(&config, &all, &names, now, route_name);
+        let clock_ms = clock.map(|ns| (ns / 1_000_000) as u64);
+        let prepared = request::prepare(&config, &all, &names, clock_ms, route_name);
         // Before anything else, on every path: no client-supplied identity header survives, and no
         // token travels on where it must not.
         if !apply_removals(&prepared) {
             deny_without_rule(&config, &telemetry, Denial::Internal, &ctx);
             return Action::Pause;
         }
-        let (rule, requirement, tokens) = match prepared.step {
+        let (rule, requirement, tokens, now) = match prepared.step {
             Step::Preflight => {
                 telemetry.inc(Some(telemetry.registry.cors_preflights));
                 return Action::Continue;
@@ -1088,12 +1088,11 @@ impl HttpContext for Http {
                 rule,
                 requirement,
                 tokens,
-            } => (rule, requirement, tokens),
+                now_ms,
+            } => (rule, requirement, tokens, now_ms),
         };
         let digests: Vec<TokenHash> = tokens.iter().map(|t| digest(t)).collect();
         ctx.token_hash = digests.first().map(audit::short_hash);
-        // `prepare` refuses a request without a clock before it gets here.
-        let now = now.unwrap_or(0);
         let outcome = {
             let mut vm = self.vm.borrow_mut();
             // Within the refresh window (or without keys) a small shared-data read per request lets

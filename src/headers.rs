@@ -29,6 +29,25 @@ pub fn header_key(name: &str) -> String {
         .collect()
 }
 
+/// Whether header name `name` is `key` (a `header_key`) in some spelling; no allocation, since it
+/// runs for every request header.
+pub fn is_header(name: &str, key: &str) -> bool {
+    name.len() == key.len() && starts_as(name, key)
+}
+
+/// Whether header name `name` begins with `prefix` (a `header_key`) in some spelling.
+fn starts_as(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.bytes().zip(prefix.bytes()).all(|(n, k)| {
+            let n = if n == b'_' {
+                b'-'
+            } else {
+                n.to_ascii_lowercase()
+            };
+            n == k
+        })
+}
+
 /// Percent-decodes (RFC 3986 §2.1); an invalid escape stays as it is.
 pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
     let hex = |b: u8| char::from(b).to_digit(16);
@@ -78,13 +97,9 @@ pub fn to_strip<'a>(config: &Config, names: impl IntoIterator<Item = &'a str>) -
     names
         .into_iter()
         .filter(|n| {
-            let key = header_key(n);
-            config.managed_headers.contains(&key)
-                || (config
-                    .strip_header_prefixes
-                    .iter()
-                    .any(|p| key.starts_with(p.as_str()))
-                    && !config.token_headers.contains(&key))
+            config.managed_headers.iter().any(|m| is_header(n, m))
+                || (config.strip_header_prefixes.iter().any(|p| starts_as(n, p))
+                    && !config.token_headers.iter().any(|t| is_header(n, t)))
         })
         .map(str::to_ascii_lowercase)
         .collect()
@@ -259,10 +274,12 @@ pub fn token_scrub<'a>(
         }
     }
     let mut remove_headers: Vec<String> = Vec::new();
-    for name in header_names {
-        let lower = name.to_ascii_lowercase();
-        if headers.contains(&header_key(name)) && !remove_headers.contains(&lower) {
-            remove_headers.push(lower);
+    if !headers.is_empty() {
+        for name in header_names {
+            let lower = name.to_ascii_lowercase();
+            if headers.iter().any(|h| is_header(name, h)) && !remove_headers.contains(&lower) {
+                remove_headers.push(lower);
+            }
         }
     }
     Scrub {
@@ -329,6 +346,10 @@ mod tests {
     fn names_compare_as_backends_read_them() {
         assert_eq!(header_key("X_User_Sub"), "x-user-sub");
         assert_eq!(header_key("x-user-sub"), "x-user-sub");
+        assert!(is_header("X_User-SUB", "x-user-sub"));
+        assert!(!is_header("x-user-subx", "x-user-sub"));
+        assert!(starts_as("X_USER_role", "x-user-"));
+        assert!(!starts_as("x-use", "x-user-"));
         assert_eq!(percent_decode(b"a%2Eb%zz%4"), b"a.b%zz%4".to_vec());
         assert_eq!(param_key(b"Access%2Etoken"), b"access_token".to_vec());
     }

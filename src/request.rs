@@ -27,11 +27,12 @@ pub enum Step<'c> {
     /// The rule decides without verifying anything: `Allow(None)` for a public or `off` rule,
     /// `Deny(invalid_request)` when the request presents more than one token.
     Decided(&'c Rule, Outcome),
-    /// Authenticate `tokens` (at most one) under the rule's requirement.
+    /// Authenticate `tokens` (at most one) under the rule's requirement, at `now_ms`.
     Authenticate {
         rule: &'c Rule,
         requirement: &'c Requirement,
         tokens: Vec<Vec<u8>>,
+        now_ms: u64,
     },
 }
 
@@ -100,11 +101,11 @@ pub fn prepare<'c>(
         }
     };
     let scrub = scrub_for(Some(requirement));
-    if now_ms.is_none() {
+    let Some(now_ms) = now_ms else {
         // Without a clock, `exp` and key-set freshness cannot be judged: never pass, not even in
         // shadow mode.
         return refuse(strip, scrub, Denial::Internal);
-    }
+    };
     let sources = requirement
         .providers
         .iter()
@@ -115,6 +116,7 @@ pub fn prepare<'c>(
             rule,
             requirement,
             tokens: token.into_iter().collect(),
+            now_ms,
         },
         Err(d) => Step::Decided(rule, Outcome::Deny(d)),
     };

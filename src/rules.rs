@@ -101,14 +101,9 @@ fn template_matches(segments: &[Segment], path: &[u8]) -> bool {
 }
 
 impl Matcher {
-    pub fn matches(&self, req: &RequestInfo) -> bool {
-        let host = normalize_host(&req.authority);
-        self.matches_host(req, host.as_deref()).unwrap_or(false)
-    }
-
-    /// `Err` when every other criterion fits but the host criterion cannot be decided, because the
-    /// request's host (`host`, already normalised) is not a host name.
-    fn matches_host(&self, req: &RequestInfo, host: Option<&[u8]>) -> Result<bool, ()> {
+    /// Whether the request fits; `host` is its `normalize_host` form. `Err` when every other
+    /// criterion fits but the host criterion cannot be decided, because the host is not a host name.
+    fn matches(&self, req: &RequestInfo, host: Option<&[u8]>) -> Result<bool, ()> {
         if let Some(p) = &self.path {
             if !p.matches(path_without_query(&req.path)) {
                 return Ok(false);
@@ -155,7 +150,7 @@ pub fn find<'a>(config: &'a Config, req: &RequestInfo) -> Result<Option<&'a Rule
         None
     };
     for rule in &config.rules {
-        match rule.matcher.matches_host(req, host.as_deref()) {
+        match rule.matcher.matches(req, host.as_deref()) {
             Ok(true) => return Ok(Some(rule)),
             Ok(false) => {}
             Err(()) => return Err(Denial::InvalidRequest("Host is not a valid host name")),
@@ -173,6 +168,14 @@ pub fn is_cors_preflight(method: &[u8], has_origin: bool, has_request_method: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Matcher {
+        /// As `find` sees it: the host normalised, an undecidable host criterion not a match.
+        fn fits(&self, req: &RequestInfo) -> bool {
+            let host = normalize_host(&req.authority);
+            self.matches(req, host.as_deref()).unwrap_or(false)
+        }
+    }
 
     fn req(method: &str, path: &str, authority: &str) -> RequestInfo {
         RequestInfo {
@@ -215,7 +218,7 @@ mod tests {
             hosts: vec!["api.example.com".into(), "*.corp.example".into()],
             route_name: None,
         };
-        assert!(m.matches(&req("GET", "/", "api.example.com:8443")));
+        assert!(m.fits(&req("GET", "/", "api.example.com:8443")));
         // One normal form: case, port, one trailing dot; wildcards too.
         for spelling in [
             "api.example.com.",
@@ -225,7 +228,7 @@ mod tests {
             "x.corp.example.",
             "X.Corp.Example.:1",
         ] {
-            assert!(m.matches(&req("GET", "/", spelling)), "{spelling}");
+            assert!(m.fits(&req("GET", "/", spelling)), "{spelling}");
         }
         for bad in [
             "api.example.com..",
@@ -237,21 +240,21 @@ mod tests {
             "a b",
             "api.example.com%2e",
         ] {
-            assert!(!m.matches(&req("GET", "/", bad)), "{bad:?}");
+            assert!(!m.fits(&req("GET", "/", bad)), "{bad:?}");
         }
-        assert!(m.matches(&req("HEAD", "/", "API.example.com")));
-        assert!(m.matches(&req("GET", "/", "a.b.corp.example")));
-        assert!(!m.matches(&req("GET", "/", "corp.example")));
-        assert!(!m.matches(&req("GET", "/", "evilcorp.example")));
-        assert!(!m.matches(&req("POST", "/", "api.example.com")));
+        assert!(m.fits(&req("HEAD", "/", "API.example.com")));
+        assert!(m.fits(&req("GET", "/", "a.b.corp.example")));
+        assert!(!m.fits(&req("GET", "/", "corp.example")));
+        assert!(!m.fits(&req("GET", "/", "evilcorp.example")));
+        assert!(!m.fits(&req("POST", "/", "api.example.com")));
         let r = Matcher {
             route_name: Some("admin".into()),
             ..Matcher::default()
         };
         let mut q = req("GET", "/", "x");
-        assert!(!r.matches(&q));
+        assert!(!r.fits(&q));
         q.route_name = Some(b"admin".to_vec());
-        assert!(r.matches(&q));
+        assert!(r.fits(&q));
     }
 
     #[test]
