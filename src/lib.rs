@@ -25,5 +25,7 @@ pub mod rules;
 pub mod token;
 pub mod tokencache;
 
-#[cfg(target_arch = "wasm32")]
+/// The proxy-wasm entry points. Behind the default `filter` feature so that another wasm module (the
+/// harness's vector probe) can link the core without exporting a second root context.
+#[cfg(all(target_arch = "wasm32", feature = "filter"))]
 mod filter;
