@@ -13,6 +13,8 @@ pub mod error;
 pub mod extractor;
 pub mod fetcher;
 pub mod headers;
+#[cfg(target_arch = "wasm32")]
+pub mod hostcall;
 pub mod json;
 pub mod jwks;
 pub mod keycache;
