@@ -36,7 +36,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use p256::ecdsa::VerifyingKey;
-use p256::elliptic_curve::ops::{Invert, Reduce};
+use p256::elliptic_curve::ops::Reduce;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::elliptic_curve::{Field, PrimeField};
 use p256::{AffinePoint, FieldBytes, Scalar, U256};
@@ -554,8 +554,212 @@ fn scalar_from_be(b: &[u8]) -> Option<Scalar> {
     Option::from(Scalar::from_repr(repr))
 }
 
+fn scalar_from_words(w: &[u32; 8]) -> Option<Scalar> {
+    let mut repr = FieldBytes::default();
+    for (i, chunk) in repr.chunks_exact_mut(4).enumerate() {
+        chunk.copy_from_slice(&w[7 - i].to_be_bytes());
+    }
+    Option::from(Scalar::from_repr(repr))
+}
+
 fn scalar_words(s: &Scalar) -> Option<[u32; 8]> {
     words_from_be(&s.to_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Scalar inversion mod n: Bernstein–Yang "safegcd" divsteps, variable-time, in batches of 30 on
+// signed 30-bit limbs so every product is i64 (after libsecp256k1's `modinv32_var`; see its
+// doc/safegcd_implementation.md). The `p256` crate's binary inversion costs ~12 µs in V8; this ~2.
+
+const M30: u32 = u32::MAX >> 2;
+
+/// A signed integer Σ v[i]·2^(30i): limbs 0..8 in [0, 2³⁰) once normalised, the top limb signed.
+type Signed30 = [i64; 9];
+
+fn to_signed30(w: &[u32; 8]) -> Signed30 {
+    let mut out = [0i64; 9];
+    for (i, limb) in out.iter_mut().enumerate() {
+        let (word, shift) = (30 * i / 32, 30 * i % 32);
+        let mut v = (w[word] >> shift) as u64;
+        if word + 1 < 8 {
+            v |= (w[word + 1] as u64) << (32 - shift);
+        }
+        *limb = (v & M30 as u64) as i64;
+    }
+    out
+}
+
+/// Packs non-negative normalised limbs (all in [0, 2³⁰)) into 288 bits.
+fn signed30_to_words(a: &Signed30) -> [u32; 9] {
+    let mut out = [0u32; 9];
+    for (i, &limb) in a.iter().enumerate() {
+        let (word, shift) = (30 * i / 32, 30 * i % 32);
+        let limb = limb as u64;
+        out[word] |= (limb << shift) as u32;
+        if shift > 2 && word + 1 < 9 {
+            out[word + 1] |= (limb >> (32 - shift)) as u32;
+        }
+    }
+    out
+}
+
+/// Carries so that limbs 0..8 are in [0, 2³⁰); the value (and its sign, in the top limb) is kept.
+fn normalize30(a: &mut Signed30) {
+    for i in 0..8 {
+        let c = a[i] >> 30;
+        a[i] &= M30 as i64;
+        a[i + 1] += c;
+    }
+}
+
+/// 30 divsteps on the low bits of f and g: the new eta and the transition matrix (u, v, q, r),
+/// scaled by 2³⁰, with [f', g'] = [[u, v], [q, r]]·[f, g] / 2³⁰.
+fn divsteps_30(mut eta: i64, f0: u32, g0: u32) -> (i64, [i64; 4]) {
+    let (mut u, mut v, mut q, mut r) = (1u32, 0u32, 0u32, 1u32);
+    let (mut f, mut g) = (f0, g0);
+    let mut i = 30u32;
+    loop {
+        // Divide g by two as often as it is even (at most i times: the sentinel bit).
+        let zeros = (g | (u32::MAX << i)).trailing_zeros();
+        g >>= zeros;
+        u <<= zeros;
+        v <<= zeros;
+        eta -= zeros as i64;
+        i -= zeros;
+        if i == 0 {
+            break;
+        }
+        // f and g are odd here.
+        if eta < 0 {
+            eta = -eta;
+            (f, g) = (g, f.wrapping_neg());
+            (u, q) = (q, u.wrapping_neg());
+            (v, r) = (r, v.wrapping_neg());
+        }
+        // Cancel up to min(eta + 1, i, 8) low bits of g with a multiple of f.
+        let limit = (eta + 1).min(i as i64) as u32;
+        let m = (u32::MAX >> (32 - limit)) & 255;
+        // −f⁻¹ mod 2⁸ by Newton's iteration (f·f ≡ 1 mod 8 for odd f).
+        let mut finv = f;
+        finv = finv.wrapping_mul(2u32.wrapping_sub(f.wrapping_mul(finv)));
+        finv = finv.wrapping_mul(2u32.wrapping_sub(f.wrapping_mul(finv)));
+        let w = g.wrapping_mul(finv.wrapping_neg()) & m;
+        g = g.wrapping_add(f.wrapping_mul(w));
+        q = q.wrapping_add(u.wrapping_mul(w));
+        r = r.wrapping_add(v.wrapping_mul(w));
+    }
+    (
+        eta,
+        [
+            u as i32 as i64,
+            v as i32 as i64,
+            q as i32 as i64,
+            r as i32 as i64,
+        ],
+    )
+}
+
+/// [f, g] ← t·[f, g] / 2³⁰ (exact).
+fn update_fg(f: &mut Signed30, g: &mut Signed30, t: &[i64; 4]) {
+    let [u, v, q, r] = *t;
+    let mut cf = u * f[0] + v * g[0];
+    let mut cg = q * f[0] + r * g[0];
+    cf >>= 30;
+    cg >>= 30;
+    for i in 1..9 {
+        cf += u * f[i] + v * g[i];
+        cg += q * f[i] + r * g[i];
+        f[i - 1] = cf & M30 as i64;
+        g[i - 1] = cg & M30 as i64;
+        cf >>= 30;
+        cg >>= 30;
+    }
+    f[8] = cf;
+    g[8] = cg;
+}
+
+/// [d, e] ← (t·[d, e] + n·[md, me]) / 2³⁰, md and me chosen to make the division exact and keep
+/// d, e in (−2n, n).
+fn update_de(d: &mut Signed30, e: &mut Signed30, t: &[i64; 4], n: &Signed30, n_inv30: u32) {
+    let [u, v, q, r] = *t;
+    let sd = if d[8] < 0 { -1 } else { 0 };
+    let se = if e[8] < 0 { -1 } else { 0 };
+    let mut md = (u & sd) + (v & se);
+    let mut me = (q & sd) + (r & se);
+    let mut cd = u * d[0] + v * e[0];
+    let mut ce = q * d[0] + r * e[0];
+    md -= (n_inv30.wrapping_mul(cd as u32).wrapping_add(md as u32) & M30) as i64;
+    me -= (n_inv30.wrapping_mul(ce as u32).wrapping_add(me as u32) & M30) as i64;
+    cd += n[0] * md;
+    ce += n[0] * me;
+    cd >>= 30;
+    ce >>= 30;
+    for i in 1..9 {
+        cd += u * d[i] + v * e[i] + n[i] * md;
+        ce += q * d[i] + r * e[i] + n[i] * me;
+        d[i - 1] = cd & M30 as i64;
+        e[i - 1] = ce & M30 as i64;
+        cd >>= 30;
+        ce >>= 30;
+    }
+    d[8] = cd;
+    e[8] = ce;
+}
+
+/// s⁻¹ mod n for s in [1, n−1] (as little-endian words); None for zero (or if the divsteps did
+/// not converge within their proven bound, which cannot happen).
+fn invert_mod_n(s: &[u32; 8]) -> Option<[u32; 8]> {
+    if *s == [0; 8] {
+        return None;
+    }
+    let n = to_signed30(&N);
+    // n⁻¹ mod 2³² by Newton's iteration (3 → 6 → 12 → 24 → 48 bits).
+    let mut n_inv = N[0];
+    for _ in 0..4 {
+        n_inv = n_inv.wrapping_mul(2u32.wrapping_sub(N[0].wrapping_mul(n_inv)));
+    }
+    let n_inv30 = n_inv & M30;
+    let (mut f, mut g) = (n, to_signed30(s));
+    let (mut d, mut e): (Signed30, Signed30) = ([0; 9], [1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut eta = -1i64;
+    let mut done = false;
+    // 256-bit inputs need at most 590 divsteps (safegcd paper, §11); 30 batches are 900.
+    for _ in 0..30 {
+        let (eta2, t) = divsteps_30(eta, f[0] as u32, g[0] as u32);
+        eta = eta2;
+        update_de(&mut d, &mut e, &t, &n, n_inv30);
+        update_fg(&mut f, &mut g, &t);
+        if g.iter().all(|&x| x == 0) {
+            done = true;
+            break;
+        }
+    }
+    if !done {
+        return None;
+    }
+    // f = ±1 (gcd of n and s), d = ±s⁻¹ in (−2n, n). Take it to [0, n).
+    if f[8] < 0 {
+        for x in d.iter_mut() {
+            *x = -*x;
+        }
+    }
+    // d ∈ (−2n, 2n): add 2n, normalise, then subtract n while ≥ n.
+    for i in 0..9 {
+        d[i] += 2 * n[i];
+    }
+    normalize30(&mut d);
+    if d[8] < 0 {
+        return None;
+    }
+    let w = signed30_to_words(&d);
+    let mut lo: [u32; 8] = [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]];
+    let mut hi = w[8];
+    while hi != 0 || geq(&lo, &N) {
+        let (x, borrow) = sub_words(&lo, &N);
+        lo = x;
+        hi = hi.wrapping_sub(borrow as u32);
+    }
+    Some(lo)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -618,7 +822,7 @@ impl P256Verifier {
         }
         let digest = Sha256::digest(msg);
         let z = <Scalar as Reduce<U256>>::reduce_bytes(&digest);
-        let s_inv: Scalar = Option::from(s.invert_vartime())?;
+        let s_inv = scalar_from_words(&invert_mod_n(&words_from_be(s_bytes)?)?)?;
         let u1 = scalar_words(&(z * s_inv))?;
         let u2 = scalar_words(&(r * s_inv))?;
 
@@ -709,6 +913,27 @@ mod tests {
             }
         }
         assert!(Fe::from_be(&P_BE).is_none());
+    }
+
+    #[test]
+    fn scalar_inversion_matches_the_p256_crate() {
+        let mut x = Scalar::from(0x0123_4567_89ab_cdefu64);
+        let mut cases = vec![
+            Scalar::ONE,
+            -Scalar::ONE,
+            Scalar::from(2u64),
+            -Scalar::from(2u64),
+        ];
+        for _ in 0..2000 {
+            x = x * x + Scalar::from(3u64);
+            cases.push(x);
+        }
+        for s in cases {
+            let want = s.invert().unwrap();
+            let got = invert_mod_n(&scalar_words(&s).unwrap()).unwrap();
+            assert_eq!(scalar_from_words(&got).unwrap(), want, "{s:?}");
+        }
+        assert!(invert_mod_n(&[0; 8]).is_none());
     }
 
     #[test]
