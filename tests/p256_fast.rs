@@ -14,6 +14,7 @@ use jwt_guard::p256_fast::P256Verifier;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The group order n, big-endian.
 const N: [u8; 32] = [
@@ -136,7 +137,8 @@ fn variants(sig: &[u8; 64], u: &mut Unstructured) -> ArbResult<Vec<Vec<u8>>> {
 
 #[test]
 fn random_keys_and_messages_agree_with_the_reference() {
-    arbtest::arbtest(|u| {
+    let cases = AtomicUsize::new(0);
+    let test = arbtest::arbtest(|u| {
         let secret: [u8; 32] = u.arbitrary()?;
         let Ok(signing) = SigningKey::from_slice(&secret) else {
             return Ok(()); // zero or ≥ n: not a key
@@ -146,6 +148,7 @@ fn random_keys_and_messages_agree_with_the_reference() {
         let msg: Vec<u8> = u.arbitrary()?;
         let sig: Signature = signing.sign(&msg);
         let sig: [u8; 64] = sig.to_bytes().into();
+        cases.fetch_add(1, Ordering::Relaxed);
         assert!(fast.verify(&msg, &sig), "valid signature refused");
         assert!(reference(&key, &msg, &sig));
 
@@ -181,9 +184,16 @@ fn random_keys_and_messages_agree_with_the_reference() {
             assert_eq!(fast.verify(&m, &sig), want);
         }
         Ok(())
-    })
-    .budget_ms(3_000)
-    .run();
+    });
+    // ARBTEST_BUDGET_MS=60000 for a longer run.
+    if std::env::var_os("ARBTEST_BUDGET_MS").is_some() {
+        test.run();
+    } else {
+        test.budget_ms(3_000).run();
+    }
+    let cases = cases.load(Ordering::Relaxed);
+    eprintln!("{cases} random keys, each with ~30 signature and message variants");
+    assert!(cases > 0);
 }
 
 #[test]
