@@ -19,6 +19,7 @@ pub mod json;
 pub mod jwks;
 pub mod keycache;
 pub mod metrics;
+pub mod p256_fast;
 pub mod policy;
 pub mod request;
 pub mod response;
