@@ -183,10 +183,26 @@ impl Curve {
     }
 }
 
+/// A P-256 key with its precomputed tables (`p256_fast`), built the first time the wasm backend
+/// verifies with it (about 0.85 ms in V8), so the host backend never pays for them.
+#[derive(Clone)]
+struct P256Key {
+    key: P256PublicKey,
+    tables: Rc<std::cell::OnceCell<crate::p256_fast::P256Verifier>>,
+}
+
+impl P256Key {
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        self.tables
+            .get_or_init(|| crate::p256_fast::P256Verifier::new(&self.key))
+            .verify(msg, sig)
+    }
+}
+
 #[derive(Clone)]
 enum Material {
     Rsa(RsaKey),
-    P256(P256PublicKey),
+    P256(P256Key),
     P384(p384::ecdsa::VerifyingKey),
     P521(p521::ecdsa::VerifyingKey),
     Ed25519(Ed25519PublicKey),
@@ -236,7 +252,12 @@ impl PublicKey {
         sec1.extend_from_slice(y);
         let material = match curve {
             Curve::P256 => P256PublicKey::from_sec1_bytes(&sec1)
-                .map(Material::P256)
+                .map(|key| {
+                    Material::P256(P256Key {
+                        key,
+                        tables: Rc::default(),
+                    })
+                })
                 .map_err(|_| "P-256 point not on the curve")?,
             Curve::P384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                 .map(Material::P384)
@@ -598,16 +619,9 @@ fn wasm_verify(alg: Alg, key: &PublicKey, signing_input: &[u8], signature: &[u8]
                 _ => false,
             }
         }
-        (Material::P256(k), Alg::ES256) => {
-            // JWS ECDSA signatures are the fixed-size R || S form (RFC 7518 §3.4), never DER.
-            if signature.len() != 64 {
-                return false;
-            }
-            match <Es256 as Algorithm>::Signature::try_from_slice(signature) {
-                Ok(sig) => Es256.verify_signature(&sig, k, signing_input),
-                Err(_) => false,
-            }
-        }
+        // JWS ECDSA signatures are the fixed-size R || S form (RFC 7518 §3.4), never DER; the
+        // length and the range of r and s are checked by each implementation.
+        (Material::P256(k), Alg::ES256) => k.verify(signing_input, signature),
         (Material::P384(k), Alg::ES384) => {
             use p384::ecdsa::signature::Verifier as _;
             if signature.len() != 96 {

@@ -898,6 +898,11 @@ impl RootContext for Root {
                 return false;
             }
         };
+        if backend == Backend::Wasm {
+            // The shared generator table of the in-wasm ES256 (~6 ms once per VM), here rather
+            // than on the first request.
+            crate::p256_fast::P256Verifier::warm_up();
+        }
         let telemetry = Rc::new(Telemetry::define(Registry::build(&config)));
         for (b, idx) in &telemetry.registry.signature_backend {
             telemetry.set(Some(*idx), u64::from(*b == backend));
