@@ -6,9 +6,8 @@
 //! iterations sized to ~20 ms during calibration); the table shows the median and minimum over the
 //! rounds, in µs per operation. Usage: `verify-micro [ROUNDS]` (default 7).
 
-use jwt_guard::crypto::{verify, Alg, PublicKey};
+use jwt_guard::crypto::{verify, Alg, Curve, PublicKey};
 use jwt_guard::p256_fast::P256Verifier;
-use jwt_guard::rsa_fast::RsaKey;
 use p256::ecdsa::signature::Signer as _;
 use rsa::pkcs8::DecodePrivateKey as _;
 use rsa::rand_core::{CryptoRng, RngCore};
@@ -107,7 +106,13 @@ fn main() -> Result<(), String> {
     let ec_vk = *ec.verifying_key();
     let ec_sig: p256::ecdsa::Signature = ec.sign(SIGNING_INPUT);
     let ec_sig: Vec<u8> = ec_sig.to_bytes().to_vec();
-    let ec_key = PublicKey::P256(ec_vk);
+    let ec_point = ec_vk.to_encoded_point(false);
+    let ec_key = PublicKey::ec(
+        Curve::P256,
+        ec_point.x().ok_or("no x")?,
+        ec_point.y().ok_or("no y")?,
+    )
+    .map_err(|e| e.to_string())?;
     let fast = P256Verifier::new(&ec_vk);
 
     // RS256 / PS256 with the fixture key.
@@ -119,19 +124,26 @@ fn main() -> Result<(), String> {
         .sign_with_rng(&mut FixedRng(0x9e37_79b9_7f4a_7c15), SIGNING_INPUT)
         .to_vec();
     let rsa_pub = rsa_sk.to_public_key();
-    let rsa_key = RsaKey::new(&rsa_pub.n().to_bytes_be(), &rsa_pub.e().to_bytes_be())
+    let rsa_key = PublicKey::rsa(&rsa_pub.n().to_bytes_be(), &rsa_pub.e().to_bytes_be())
         .map_err(|e| e.to_string())?;
-    let rsa_key = PublicKey::Rsa(rsa_key);
 
     // EdDSA.
     let ed = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([0x17; 32]));
     let ed_sig = ed.sk.sign(SIGNING_INPUT, None).to_vec();
-    let ed_key = PublicKey::Ed25519(ed.pk);
+    let ed_key = PublicKey::ed25519(ed.pk.as_ref()).map_err(|e| e.to_string())?;
 
     let mut cases = vec![
         {
+            let (k, s) = (ec_vk, ec_sig.clone());
+            case("ES256 p256 crate (before)", move || {
+                use p256::ecdsa::signature::Verifier as _;
+                p256::ecdsa::Signature::from_slice(&s)
+                    .is_ok_and(|sig| k.verify(SIGNING_INPUT, &sig).is_ok())
+            })
+        },
+        {
             let (k, s) = (ec_key.clone(), ec_sig.clone());
-            case("ES256 today (crypto::verify)", move || {
+            case("ES256 crypto::verify (wasm backend)", move || {
                 verify(Alg::ES256, &k, SIGNING_INPUT, &s)
             })
         },
