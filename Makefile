@@ -16,7 +16,7 @@ OCI_IMAGE     ?= localhost/jwt-guard:$(shell sed -n 's/^version = "\(.*\)"/\1/p'
 export ENVOY_BIN
 export WASM
 
-.PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean bench fuzz fuzz-corpus
+.PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean bench bench-verify fuzz fuzz-corpus
 
 all: build
 
@@ -76,6 +76,15 @@ bench: build envoy
 # tests/fuzz/corpus/<target>/ (and regressions/), then fuzzes for FUZZ_SECONDS; the four run two at a time.
 # Plain `cargo test -p jwt-guard` runs the same tests for 1.5 s each. make fuzz [FUZZ_SECONDS=300]
 FUZZ_SECONDS ?= 60
+# Signature-verification micro-benchmark (bench/verify-micro): native, then the same program as
+# wasm32-wasip1 under node's V8. ROUNDS=n sets the interleaved rounds (default 7).
+NODE ?= node
+VERIFY_MICRO_WASM := $(CURDIR)/target/wasm32-wasip1/release/verify-micro.wasm
+bench-verify: target
+	$(CARGO) run --release --quiet --locked -p verify-micro -- $(ROUNDS)
+	$(CARGO) build --release --quiet --locked --target wasm32-wasip1 -p verify-micro
+	$(NODE) --no-warnings bench/verify-micro/run.mjs $(VERIFY_MICRO_WASM) $(ROUNDS)
+
 fuzz:
 	JWT_GUARD_FUZZ_MS=$$(( $(FUZZ_SECONDS) * 1000 )) $(CARGO) test --release --locked -p jwt-guard --test fuzz -- --nocapture --test-threads 2
 

@@ -55,6 +55,7 @@ struct RawConfig {
     max_header_value_bytes: Option<usize>,
     audit: Option<RawAudit>,
     token_cache_size: Option<usize>,
+    signature_backend: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -224,6 +225,30 @@ pub struct Config {
     pub realm: String,
     /// How long a request may wait for the first key set of a provider before failing closed.
     pub jwks_wait_timeout_ms: u64,
+    /// Which implementation checks RS*/ES* signatures (see `crypto`).
+    pub signature_backend: BackendChoice,
+}
+
+/// `signature_backend`: `auto` uses Envoy's host crypto when its known-answer check passes at VM
+/// start and the in-wasm code otherwise; `host` refuses the configuration where the host cannot do
+/// it; `wasm` never asks the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    Auto,
+    Host,
+    Wasm,
+}
+
+impl BackendChoice {
+    pub const ALL: [BackendChoice; 3] = [BackendChoice::Auto, BackendChoice::Host, BackendChoice::Wasm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Host => "host",
+            BackendChoice::Wasm => "wasm",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -659,6 +684,18 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         0,
         60_000,
     )?;
+    let signature_backend = match raw.signature_backend.as_deref() {
+        None => BackendChoice::Auto,
+        Some(name) => BackendChoice::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| {
+                err(
+                    "signature_backend",
+                    format!("unknown backend {name:?}; use auto, host or wasm"),
+                )
+            })?,
+    };
     Ok(Config {
         providers,
         rules,
@@ -674,6 +711,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         token_cache_size,
         realm,
         jwks_wait_timeout_ms,
+        signature_backend,
     })
 }
 

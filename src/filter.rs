@@ -12,7 +12,9 @@
 use crate::audit;
 use crate::authenticator::{authenticate_digested, KeyState, Keys, Outcome};
 use crate::config::AUDIT_FILTER_STATE;
-use crate::config::{Config, JwksSource, Mode, Rule};
+use crate::config::{BackendChoice, Config, JwksSource, Mode, Rule};
+use crate::crypto::{self, Backend, Verifier};
+use crate::hostcall::ProxyWasmHost;
 use crate::error::Denial;
 use crate::extractor::{HeaderList, RequestView};
 use crate::fetcher::{self, Stage};
@@ -237,6 +239,48 @@ struct Vm {
     /// Verified tokens of this VM (see `tokencache`); behind its own cell so the authenticator can use
     /// it through the shared `&Vm`.
     token_cache: RefCell<TokenCache>,
+    /// The signature backend in use (`None` before the first configure: wasm).
+    backend: Option<Backend>,
+    /// The host's known-answer check, run once per VM on the first configure that may use it.
+    host_check: Option<Result<(), String>>,
+}
+
+impl Vm {
+    /// Resolves `signature_backend` for this VM, running the host's known-answer check the first
+    /// time it is needed. `Err` (for `host` only) names the field and why.
+    fn choose_backend(&mut self, choice: BackendChoice) -> Result<Backend, String> {
+        if choice == BackendChoice::Wasm {
+            return Ok(Backend::Wasm);
+        }
+        let check = self
+            .host_check
+            .get_or_insert_with(|| crypto::detect(&ProxyWasmHost));
+        match (check, choice) {
+            (Ok(()), _) => Ok(Backend::Host),
+            (Err(why), BackendChoice::Host) => Err(format!(
+                "invalid plugin configuration: signature_backend: \"host\" is not usable in this Envoy: {why}; use \"auto\" or \"wasm\""
+            )),
+            (Err(why), _) => {
+                let notice = format!(
+                    "signature_backend auto: host crypto not usable ({why}); verifying in wasm"
+                );
+                if note_once(&HostStore, "jwt_guard.signature_backend.notice", &notice) {
+                    log(LogLevel::Warn, &notice);
+                }
+                Ok(Backend::Wasm)
+            }
+        }
+    }
+}
+
+/// True the first time this exact `text` is noted under `key` across the Envoy (all VMs sharing
+/// the `vm_id`), so a message every worker would print appears once.
+fn note_once(store: &dyn SharedStore, key: &str, text: &str) -> bool {
+    match store.get(key) {
+        Some((seen, _)) if seen == text.as_bytes() => false,
+        Some((_, cas)) => store.set(key, text.as_bytes(), Some(cas)).is_ok(),
+        None => store.set(key, text.as_bytes(), None).is_ok(),
+    }
 }
 
 /// The key view the authenticator gets. `may_wait` is false once a parked request reached its
@@ -249,6 +293,10 @@ struct VmKeys<'a> {
 }
 
 impl Keys for VmKeys<'_> {
+    fn verifier(&self) -> Verifier<'_> {
+        Verifier::new(self.vm.backend.unwrap_or(Backend::Wasm), &ProxyWasmHost)
+    }
+
     fn keys(&self, provider: usize) -> KeyState<'_> {
         if let Some(JwksSource::Local(set)) = self.config.providers.get(provider).map(|p| &p.jwks) {
             return KeyState::Ready(set);
@@ -843,9 +891,29 @@ impl RootContext for Root {
                 }
             }
         }
+        let backend = match self.vm.borrow_mut().choose_backend(config.signature_backend) {
+            Ok(b) => b,
+            Err(message) => {
+                log(LogLevel::Error, &message);
+                return false;
+            }
+        };
+        if backend == Backend::Wasm {
+            // The shared generator table of the in-wasm ES256 (~6 ms once per VM), here rather
+            // than on the first request.
+            crate::p256_fast::P256Verifier::warm_up();
+        }
         let telemetry = Rc::new(Telemetry::define(Registry::build(&config)));
+        for (b, idx) in &telemetry.registry.signature_backend {
+            telemetry.set(Some(*idx), u64::from(*b == backend));
+        }
+        let backend_line = format!("signature backend: {}", backend.name());
+        if note_once(&HostStore, "jwt_guard.signature_backend", &backend_line) {
+            log(LogLevel::Info, &backend_line);
+        }
         {
             let mut vm = self.vm.borrow_mut();
+            vm.backend = Some(backend);
             vm.telemetry = telemetry;
             vm.token_cache = RefCell::new(TokenCache::new(config.token_cache_size));
             vm.holder = holder;

@@ -4,8 +4,7 @@
 //! 2048..=4096 bits, `alg` values this filter does not verify with. A set with no usable key is an error.
 
 use crate::b64;
-use crate::crypto::{Alg, Ed25519PublicKey, P256PublicKey, PublicKey};
-use crate::rsa_fast::RsaKey;
+use crate::crypto::{Alg, Curve, PublicKey};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::rc::Rc;
@@ -370,6 +369,12 @@ fn b64_field(o: &Map<String, Value>, name: &str) -> Result<Vec<u8>, &'static str
     b64::decode(s.as_bytes()).ok_or("key parameter is not base64url")
 }
 
+/// One JWK (a JSON object) as this filter reads it from a JWKS: the algorithm it is bound to, if any,
+/// and the key; or why it is not used.
+pub fn parse_jwk_value(jwk: &Value) -> Result<(Option<Alg>, PublicKey), &'static str> {
+    jwk.as_object().ok_or("not an object").and_then(parse_jwk)
+}
+
 fn parse_jwk(o: &Map<String, Value>) -> Result<(Option<Alg>, PublicKey), &'static str> {
     match str_field(o, "use")? {
         None | Some("sig") => {}
@@ -386,16 +391,13 @@ fn parse_jwk(o: &Map<String, Value>) -> Result<(Option<Alg>, PublicKey), &'stati
         Some(name) => Some(Alg::from_name(name).ok_or("alg not supported")?),
     };
     let key = match str_field(o, "kty")? {
-        Some("RSA") => PublicKey::Rsa(rsa_key(o)?),
-        Some("EC") => match str_field(o, "crv")? {
-            Some("P-256") => PublicKey::P256(p256_key(o)?),
-            _ => return Err("unsupported curve"),
+        Some("RSA") => PublicKey::rsa(&b64_field(o, "n")?, &b64_field(o, "e")?)?,
+        Some("EC") => match str_field(o, "crv")?.and_then(Curve::from_jwk_name) {
+            Some(curve) => PublicKey::ec(curve, &b64_field(o, "x")?, &b64_field(o, "y")?)?,
+            None => return Err("unsupported curve"),
         },
         Some("OKP") => match str_field(o, "crv")? {
-            Some("Ed25519") => {
-                let x = b64_field(o, "x")?;
-                PublicKey::Ed25519(Ed25519PublicKey::from_slice(&x).map_err(|_| "bad Ed25519 key")?)
-            }
+            Some("Ed25519") => PublicKey::ed25519(&b64_field(o, "x")?)?,
             _ => return Err("unsupported curve"),
         },
         Some("oct") => return Err("symmetric keys are never used"),
@@ -408,24 +410,6 @@ fn parse_jwk(o: &Map<String, Value>) -> Result<(Option<Alg>, PublicKey), &'stati
         }
     }
     Ok((alg, key))
-}
-
-fn rsa_key(o: &Map<String, Value>) -> Result<RsaKey, &'static str> {
-    RsaKey::new(&b64_field(o, "n")?, &b64_field(o, "e")?)
-}
-
-fn p256_key(o: &Map<String, Value>) -> Result<P256PublicKey, &'static str> {
-    let x = b64_field(o, "x")?;
-    let y = b64_field(o, "y")?;
-    if x.len() != 32 || y.len() != 32 {
-        return Err("P-256 coordinates must be 32 bytes");
-    }
-    let mut sec1 = Vec::with_capacity(65);
-    sec1.push(0x04);
-    sec1.extend_from_slice(&x);
-    sec1.extend_from_slice(&y);
-    // Rejects points that are not on the curve (invalid-curve attacks).
-    P256PublicKey::from_sec1_bytes(&sec1).map_err(|_| "P-256 point not on the curve")
 }
 
 #[cfg(test)]

@@ -13,10 +13,13 @@ pub mod error;
 pub mod extractor;
 pub mod fetcher;
 pub mod headers;
+#[cfg(target_arch = "wasm32")]
+pub mod hostcall;
 pub mod json;
 pub mod jwks;
 pub mod keycache;
 pub mod metrics;
+pub mod p256_fast;
 pub mod policy;
 pub mod request;
 pub mod response;

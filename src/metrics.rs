@@ -102,6 +102,8 @@ pub struct Registry {
     pub token_cache_misses: usize,
     /// Linear memory of the wasm VM that reported last (every worker VM reports on its tick).
     pub vm_memory_bytes: usize,
+    /// `jwt_guard.signature_backend.backend.<host|wasm>`: 1 for the backend in use, 0 for the other.
+    pub signature_backend: Vec<(crate::crypto::Backend, usize)>,
 }
 
 impl Registry {
@@ -198,6 +200,10 @@ impl Registry {
         r.token_cache_hits = r.add("jwt_guard.token_cache_hits".to_owned(), Kind::Counter);
         r.token_cache_misses = r.add("jwt_guard.token_cache_misses".to_owned(), Kind::Counter);
         r.vm_memory_bytes = r.add("jwt_guard.vm_memory_bytes".to_owned(), Kind::Gauge);
+        for b in crate::crypto::Backend::ALL {
+            let idx = r.add(format!("jwt_guard.signature_backend.backend.{}", b.name()), Kind::Gauge);
+            r.signature_backend.push((b, idx));
+        }
         r
     }
 

@@ -325,8 +325,8 @@ fn errors_name_their_field() {
             "providers.corp.algorithms[0]",
         ),
         (
-            "algorithms ES384",
-            edit(|v| v["providers"]["corp"]["algorithms"] = json!(["ES256", "ES384"])),
+            "algorithms ES256K",
+            edit(|v| v["providers"]["corp"]["algorithms"] = json!(["ES256", "ES256K"])),
             "providers.corp.algorithms[1]",
         ),
         (
@@ -520,6 +520,16 @@ fn errors_name_their_field() {
             "realm",
         ),
         ("empty realm", edit(|v| v["realm"] = json!("")), "realm"),
+        (
+            "unknown signature backend",
+            edit(|v| v["signature_backend"] = json!("boringssl")),
+            "signature_backend",
+        ),
+        (
+            "signature backend in another case",
+            edit(|v| v["signature_backend"] = json!("Host")),
+            "signature_backend",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, doc, want) in &cases {

@@ -87,14 +87,21 @@ fn ed_jwk(name: &str) -> Value {
     json!({"kty": "OKP", "kid": name, "crv": "Ed25519", "x": b64u(&spki[spki.len() - 32..])})
 }
 
+fn secp256k1_jwk() -> Value {
+    let mut k1 = ec_jwk("ec-1", "secp256k1", 32);
+    k1["kid"] = json!("ec-k1");
+    k1
+}
+
 fn jwks() -> Value {
     json!({"keys": [
         rsa_jwk("rsa-1"),
         rsa_jwk("rsa-2"),
         ec_jwk("ec-1", "P-256", 32),
         ed_jwk("ed-1"),
-        // Unsupported curve: skipped without spoiling the set.
         ec_jwk("ec-384", "P-384", 48),
+        // Unsupported curve: skipped without spoiling the set (the crv is read before the point).
+        secp256k1_jwk(),
     ]})
 }
 
@@ -493,10 +500,28 @@ fn pipeline_table() {
             "alg_not_allowed",
         ),
         (
-            "ES384 header",
+            "ES384 header naming the P-256 key",
             vec![jws(
                 &f.ec1,
                 json!({"alg": "ES384", "kid": "ec-1"}),
+                claims(),
+            )],
+            "key_mismatch",
+        ),
+        (
+            "ES512 header naming the P-384 key",
+            vec![jws(
+                &f.ec1,
+                json!({"alg": "ES512", "kid": "ec-384"}),
+                claims(),
+            )],
+            "key_mismatch",
+        ),
+        (
+            "ES256K header",
+            vec![jws(
+                &f.ec1,
+                json!({"alg": "ES256K", "kid": "ec-1"}),
                 claims(),
             )],
             "alg_not_allowed",
@@ -544,10 +569,10 @@ fn pipeline_table() {
             "key_mismatch",
         ),
         (
-            "kid of the skipped P-384 key",
+            "kid of the skipped secp256k1 key",
             vec![jws(
                 &f.ec1,
-                json!({"alg": "ES256", "kid": "ec-384"}),
+                json!({"alg": "ES256", "kid": "ec-k1"}),
                 claims(),
             )],
             "unknown_kid",
@@ -1042,16 +1067,17 @@ fn key_states() {
 #[test]
 fn local_key_set_skips_unsupported_keys() {
     let set = KeySet::parse(jwks().to_string().as_bytes()).expect("key set");
-    assert_eq!(set.keys.len(), 4);
+    assert_eq!(set.keys.len(), 5);
     assert_eq!(set.skipped.len(), 1, "{:?}", set.skipped);
     assert_eq!(
         set.skipped[0].kid.as_deref(),
-        Some("ec-384"),
+        Some("ec-k1"),
         "{:?}",
         set.skipped
     );
+    // Every algorithm has a key here except ES512 (no P-521 key in this set).
     for alg in Alg::ALL {
-        assert!(set.keys.iter().any(|k| k.fits(alg)), "{alg:?}");
+        assert_eq!(set.keys.iter().any(|k| k.fits(alg)), alg != Alg::ES512, "{alg:?}");
     }
 }
 

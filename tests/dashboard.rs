@@ -8,7 +8,7 @@ use serde_json::Value;
 /// Prometheus family of a stat name once Envoy's `stats_tags` (envoy/envoy.yaml) took the
 /// `.label.value` pairs out, e.g. `jwt_guard.jwks.provider.demo.fetch.result.success` → `jwt_guard_jwks_fetch`.
 fn family(stat: &str) -> String {
-    let labels = ["route", "mode", "outcome", "reason", "provider", "result"];
+    let labels = ["route", "mode", "outcome", "reason", "provider", "result", "backend"];
     let parts: Vec<&str> = stat.split('.').collect();
     let mut kept = Vec::new();
     let mut i = 0;
@@ -59,6 +59,7 @@ fn dashboard_queries_only_defined_metrics() {
             "jwt_guard_jwks_fetch",
             "jwt_guard_jwks_keys",
             "jwt_guard_jwks_stale",
+            "jwt_guard_signature_backend",
             "jwt_guard_token_cache_hits",
             "jwt_guard_token_cache_misses",
             "jwt_guard_vm_memory_bytes",
