@@ -21,6 +21,10 @@ pub enum KeyName {
     RsaRogue,
     /// EC P-256, published as kid `ec-1`.
     Ec1,
+    /// EC P-384, published as kid `ec-384` (ES384).
+    Ec384,
+    /// EC P-521, published as kid `ec-521` (ES512).
+    Ec521,
     /// Ed25519, published as kid `ed-1`.
     Ed1,
 }
@@ -33,6 +37,8 @@ impl KeyName {
             KeyName::Rsa2 => "rsa-2",
             KeyName::RsaRogue => "rsa-rogue",
             KeyName::Ec1 => "ec-1",
+            KeyName::Ec384 => "ec-384",
+            KeyName::Ec521 => "ec-521",
             KeyName::Ed1 => "ed-1",
         }
     }
@@ -44,6 +50,8 @@ impl KeyName {
             KeyName::Rsa2 => RSA2_PEM,
             KeyName::RsaRogue => RSA_ROGUE_PEM,
             KeyName::Ec1 => EC1_PEM,
+            KeyName::Ec384 => EC384_PEM,
+            KeyName::Ec521 => EC521_PEM,
             KeyName::Ed1 => ED1_PEM,
         }
     }
@@ -56,6 +64,8 @@ impl KeyName {
             KeyName::Rsa2 => RSA2_PUB_PEM,
             KeyName::RsaRogue => RSA_ROGUE_PUB_PEM,
             KeyName::Ec1 => EC1_PUB_PEM,
+            KeyName::Ec384 => EC384_PUB_PEM,
+            KeyName::Ec521 => EC521_PUB_PEM,
             KeyName::Ed1 => ED1_PUB_PEM,
         }
     }
@@ -73,6 +83,8 @@ pub const ED1_PEM: &str = include_str!("../fixtures/ed-1.pem");
 pub const ED1_PUB_PEM: &str = include_str!("../fixtures/ed-1.pub.pem");
 pub const EC384_PEM: &str = include_str!("../fixtures/ec-384.pem");
 pub const EC384_PUB_PEM: &str = include_str!("../fixtures/ec-384.pub.pem");
+pub const EC521_PEM: &str = include_str!("../fixtures/ec-521.pem");
+pub const EC521_PUB_PEM: &str = include_str!("../fixtures/ec-521.pub.pem");
 
 /// All fixture keys, parsed once per process.
 pub struct Keys {
@@ -81,8 +93,8 @@ pub struct Keys {
     pub rsa_rogue: RsaPrivateKey,
     pub ec1: p256::SecretKey,
     pub ed1: ed25519_compact::KeyPair,
-    /// P-384 public point coordinates (x, y), 48 bytes each. Only published, never used to sign.
-    pub ec384_xy: (Vec<u8>, Vec<u8>),
+    pub ec384: p384::SecretKey,
+    pub ec521: p521::SecretKey,
 }
 
 impl Keys {
@@ -107,7 +119,10 @@ pub fn keys() -> &'static Keys {
             .unwrap_or_else(|e| panic!("fixtures/ec-1.pem: not a PKCS#8 P-256 key: {e}")),
         ed1: ed25519_compact::KeyPair::from_pem(ED1_PEM)
             .unwrap_or_else(|e| panic!("fixtures/ed-1.pem: not a PKCS#8 Ed25519 key: {e}")),
-        ec384_xy: ec384_point(),
+        ec384: p384::SecretKey::from_pkcs8_pem(EC384_PEM)
+            .unwrap_or_else(|e| panic!("fixtures/ec-384.pem: not a PKCS#8 P-384 key: {e}")),
+        ec521: p521::SecretKey::from_pkcs8_pem(EC521_PEM)
+            .unwrap_or_else(|e| panic!("fixtures/ec-521.pem: not a PKCS#8 P-521 key: {e}")),
     })
 }
 
@@ -128,18 +143,6 @@ pub fn pem_to_der(pem: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("bad PEM base64: {e}"))
 }
 
-/// The SPKI of a P-384 key ends with the uncompressed point 0x04 || x(48) || y(48).
-fn ec384_point() -> (Vec<u8>, Vec<u8>) {
-    let der = pem_to_der(EC384_PUB_PEM);
-    assert!(der.len() > 97, "fixtures/ec-384.pub.pem too short");
-    let point = &der[der.len() - 97..];
-    assert_eq!(
-        point[0], 0x04,
-        "fixtures/ec-384.pub.pem: expected an uncompressed point"
-    );
-    (point[1..49].to_vec(), point[49..].to_vec())
-}
-
 pub fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -155,17 +158,33 @@ pub fn rsa_jwk(kid: &str, key: &RsaPublicKey) -> Value {
     })
 }
 
+/// Public EC JWK {"kty":"EC","kid","use":"sig","crv","x","y"} from fixed-size coordinates.
+pub fn ec_jwk(kid: &str, crv: &str, x: &[u8], y: &[u8]) -> Value {
+    json!({ "kty": "EC", "kid": kid, "use": "sig", "crv": crv, "x": b64url(x), "y": b64url(y) })
+}
+
 /// Public JWK for the P-256 key (kid ec-1).
 pub fn ec1_jwk() -> Value {
     let point = keys().ec1.public_key().to_encoded_point(false);
-    json!({
-        "kty": "EC",
-        "kid": "ec-1",
-        "use": "sig",
-        "crv": "P-256",
-        "x": b64url(point.x().map(|x| &x[..]).unwrap_or_default()),
-        "y": b64url(point.y().map(|y| &y[..]).unwrap_or_default()),
-    })
+    let x = point.x().map(|x| &x[..]).unwrap_or_default();
+    let y = point.y().map(|y| &y[..]).unwrap_or_default();
+    ec_jwk("ec-1", "P-256", x, y)
+}
+
+/// Public JWK for the P-384 key (kid ec-384, crv P-384, 48-byte x/y).
+pub fn ec384_jwk() -> Value {
+    let point = keys().ec384.public_key().to_encoded_point(false);
+    let x = point.x().map(|x| &x[..]).unwrap_or_default();
+    let y = point.y().map(|y| &y[..]).unwrap_or_default();
+    ec_jwk("ec-384", "P-384", x, y)
+}
+
+/// Public JWK for the P-521 key (kid ec-521, crv P-521, 66-byte x/y).
+pub fn ec521_jwk() -> Value {
+    let point = keys().ec521.public_key().to_encoded_point(false);
+    let x = point.x().map(|x| &x[..]).unwrap_or_default();
+    let y = point.y().map(|y| &y[..]).unwrap_or_default();
+    ec_jwk("ec-521", "P-521", x, y)
 }
 
 /// Public JWK for the Ed25519 key (kid ed-1).
@@ -179,10 +198,21 @@ pub fn ed1_jwk() -> Value {
     })
 }
 
-/// Public JWK for the P-384 key (kid ec-384): a curve the filter does not support and must skip.
-pub fn ec384_jwk() -> Value {
-    let (x, y) = &keys().ec384_xy;
-    json!({ "kty": "EC", "kid": "ec-384", "use": "sig", "crv": "P-384", "x": b64url(x), "y": b64url(y) })
+/// The kid of the secp256k1 JWK in the published set (a curve the filter does not support).
+pub const K1_KID: &str = "ec-k1";
+
+/// A secp256k1 JWK (kid `ec-k1`): a curve the filter does not support and must skip by `crv`.
+/// Its point is secp256k1's generator G (a real point on that curve); there is no private key.
+pub fn k1_jwk() -> Value {
+    const GX: &str = "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    const GY: &str = "483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8";
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+            .collect()
+    };
+    ec_jwk(K1_KID, "secp256k1", &hex(GX), &hex(GY))
 }
 
 /// The public JWK of a signing fixture key, under its usual kid.
@@ -190,6 +220,8 @@ pub fn jwk_of(key: KeyName) -> Value {
     let k = keys();
     match key {
         KeyName::Ec1 => ec1_jwk(),
+        KeyName::Ec384 => ec384_jwk(),
+        KeyName::Ec521 => ec521_jwk(),
         KeyName::Ed1 => ed1_jwk(),
         rsa => {
             let private = k.rsa(rsa).unwrap_or_else(|| unreachable!());
@@ -198,9 +230,9 @@ pub fn jwk_of(key: KeyName) -> Value {
     }
 }
 
-/// The published JWKS: rsa-1, rsa-2, ec-1 (P-256), ed-1 (OKP Ed25519), plus entries the filter must skip
-/// without failing the whole set: enc-1 (RSA, "use":"enc", rsa-2's n/e), ec-384 (P-384) and
-/// {"kty":"foo","kid":"weird"}. rsa-rogue is never published.
+/// The published JWKS: rsa-1, rsa-2, ec-1 (P-256), ec-384 (P-384), ec-521 (P-521), ed-1 (OKP
+/// Ed25519), plus entries the filter must skip without failing the whole set: enc-1 (RSA, "use":"enc",
+/// rsa-2's n/e), ec-k1 (secp256k1) and {"kty":"foo","kid":"weird"}. rsa-rogue is never published.
 pub fn jwks() -> Value {
     let mut enc = jwk_of(KeyName::Rsa2);
     enc["kid"] = json!("enc-1");
@@ -210,9 +242,11 @@ pub fn jwks() -> Value {
             jwk_of(KeyName::Rsa1),
             jwk_of(KeyName::Rsa2),
             ec1_jwk(),
+            ec384_jwk(),
+            ec521_jwk(),
             ed1_jwk(),
             enc,
-            ec384_jwk(),
+            k1_jwk(),
             { "kty": "foo", "kid": "weird" },
         ]
     })

@@ -16,7 +16,7 @@ pub const AUDIENCE: &str = "demo-api";
 
 /// Every algorithm `mint` supports.
 pub const ALGS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA",
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 ];
 
 /// Seconds since the Unix epoch.
@@ -33,17 +33,21 @@ pub fn std_claims(sub: &str) -> Value {
     json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 3600 })
 }
 
-/// The fixture key `mint` signs with for `alg`: RS*/PS* -> rsa-1, ES256 -> ec-1, EdDSA -> ed-1.
+/// The fixture key `mint` signs with for `alg`: RS*/PS* -> rsa-1, ES256 -> ec-1, ES384 -> ec-384,
+/// ES512 -> ec-521, EdDSA -> ed-1.
 pub fn key_for_alg(alg: &str) -> Option<KeyName> {
     match alg {
         "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => Some(KeyName::Rsa1),
         "ES256" => Some(KeyName::Ec1),
+        "ES384" => Some(KeyName::Ec384),
+        "ES512" => Some(KeyName::Ec521),
         "EdDSA" => Some(KeyName::Ed1),
         _ => None,
     }
 }
 
-/// The kid under which the key `mint` uses for `alg` is published ("rsa-1", "ec-1", "ed-1").
+/// The kid under which the key `mint` uses for `alg` is published ("rsa-1", "ec-1", "ec-384", "ec-521",
+/// "ed-1").
 pub fn default_kid(alg: &str) -> Option<&'static str> {
     key_for_alg(alg).map(KeyName::kid)
 }
@@ -66,7 +70,7 @@ pub fn mint_std(alg: &str, sub: &str) -> String {
 }
 
 /// Sign an arbitrary header/payload with a fixture key. The algorithm is taken from `header["alg"]`:
-/// RS*/PS* (key must be RSA), ES256 (key must be Ec1), EdDSA (key must be Ed1),
+/// RS*/PS* (key must be RSA), ES256/ES384/ES512 (key must be Ec1/Ec384/Ec521), EdDSA (key must be Ed1),
 /// HS256/HS384/HS512 (HMAC whose secret is the key's public PEM bytes - the key-confusion attack),
 /// "none" (empty signature, token ends with '.'). Panics on anything else; use `sign_raw_as`
 /// to sign with an algorithm different from the one the header claims.
@@ -121,7 +125,8 @@ fn json_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_else(|e| panic!("serialize {v}: {e}"))
 }
 
-/// Raw signature bytes (JWS form: ECDSA is 64-byte r||s) of `input` with `alg` and `key`.
+/// Raw signature bytes of `input` with `alg` and `key`, in JWS form: ECDSA is fixed-size r||s
+/// (ES256 64 bytes, ES384 96, ES512 132: each half is the curve's field size, 66 bytes for P-521).
 pub fn sign_bytes(alg: &str, key: KeyName, input: &[u8]) -> Vec<u8> {
     let k = keys();
     let rsa_key = || {
@@ -155,6 +160,20 @@ pub fn sign_bytes(alg: &str, key: KeyName, input: &[u8]) -> Vec<u8> {
             assert_eq!(key, KeyName::Ec1, "ES256 needs KeyName::Ec1");
             let sk = p256::ecdsa::SigningKey::from(&k.ec1);
             let sig: p256::ecdsa::Signature = sk.sign(input);
+            sig.to_bytes().to_vec()
+        }
+        // p384's Signer hashes with SHA-384, p521's with SHA-512 (RFC 7518 §3.4).
+        "ES384" => {
+            assert_eq!(key, KeyName::Ec384, "ES384 needs KeyName::Ec384");
+            let sk = p384::ecdsa::SigningKey::from(&k.ec384);
+            let sig: p384::ecdsa::Signature = sk.sign(input);
+            sig.to_bytes().to_vec()
+        }
+        "ES512" => {
+            assert_eq!(key, KeyName::Ec521, "ES512 needs KeyName::Ec521");
+            let sk = p521::ecdsa::SigningKey::from_bytes(&k.ec521.to_bytes())
+                .unwrap_or_else(|e| panic!("fixtures/ec-521.pem: not a P-521 signing key: {e}"));
+            let sig: p521::ecdsa::Signature = sk.sign(input);
             sig.to_bytes().to_vec()
         }
         "EdDSA" => {

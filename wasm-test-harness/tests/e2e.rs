@@ -280,6 +280,28 @@ fn invalid_tokens_are_rejected_with_their_reason_and_never_reach_the_upstream() 
             "unknown_kid",
         ),
         (
+            "kid of the secp256k1 key (unsupported curve, skipped)",
+            mint("ES256", Some(wasm_test_harness::keys::K1_KID), &good),
+            401,
+            "unknown_kid",
+        ),
+        (
+            "ES256 naming the P-384 key",
+            mint("ES256", Some("ec-384"), &good),
+            401,
+            "key_mismatch",
+        ),
+        (
+            "ES512 naming the P-384 key",
+            sign_raw(
+                &json!({"alg": "ES512", "kid": "ec-384"}),
+                &good,
+                KeyName::Ec521,
+            ),
+            401,
+            "key_mismatch",
+        ),
+        (
             "ES256 naming an RSA kid",
             mint("ES256", Some("rsa-1"), &good),
             401,
@@ -500,10 +522,27 @@ fn one_jwks_fetch_is_shared_by_all_workers() {
         1,
         "one fetch logged"
     );
-    assert!(
-        logs.contains("skipped 3"),
-        "unusable keys (use=enc, P-384, unknown kty) are skipped, not fatal"
+    // Unusable keys (use=enc, the secp256k1 curve, an unknown kty) are skipped, not fatal; every
+    // other published key (RSA, P-256, P-384, P-521, Ed25519) is usable.
+    let unusable = ["enc-1", wasm_test_harness::keys::K1_KID, "weird"];
+    let published = wasm_test_harness::keys::jwks()["keys"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let line = format!(
+        "with {} usable keys; skipped {}: ",
+        published - unusable.len(),
+        unusable.len()
     );
+    assert!(
+        logs.contains(&line),
+        "expected {line:?} in the logs:\n{logs}"
+    );
+    for kid in unusable {
+        assert!(
+            logs.contains(&format!("\"{kid}\" (")),
+            "{kid} named as skipped"
+        );
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ use base64::Engine;
 use jwt_guard::jwks::KeySet;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use wasm_test_harness::keys::{jwk_of, jwks, jwks_of, KeyName};
+use wasm_test_harness::keys::{jwk_of, jwks, jwks_of, k1_jwk, KeyName, K1_KID};
 use wasm_test_harness::repo_root;
 use wasm_test_harness::tokens::{
     default_kid, encode_parts, key_for_alg, sign_raw, sign_raw_as, signing_input, ALGS, AUDIENCE,
@@ -176,7 +176,10 @@ fn tokens() {
         claims(),
     );
     es("enc-key-kid.jwt", header("ES256", Some("enc-1")), claims());
+    // ES256 naming the P-384 key: a usable key of another curve (key mismatch).
     es("p384-kid.jwt", header("ES256", Some("ec-384")), claims());
+    // ES256 naming the secp256k1 key, which the filter skips (unsupported curve): an unknown kid.
+    es("k1-kid.jwt", header("ES256", Some(K1_KID)), claims());
     es(
         "kid-number.jwt",
         json!({"alg": "ES256", "kid": 1}),
@@ -359,6 +362,8 @@ fn jwks_docs() {
         (KeyName::Rsa1, "RS256"),
         (KeyName::Rsa2, "PS512"),
         (KeyName::Ec1, "ES256"),
+        (KeyName::Ec384, "ES384"),
+        (KeyName::Ec521, "ES512"),
         (KeyName::Ed1, "EdDSA"),
     ] {
         let mut jwk = jwk_of(key);
@@ -385,7 +390,9 @@ fn jwks_docs() {
     write(
         "jwks",
         "only-unusable.json",
-        pretty(&json!({"keys": [{"kty": "oct", "k": "AA"}, {"kty": "EC", "crv": "P-521"}]})),
+        pretty(
+            &json!({"keys": [{"kty": "oct", "k": "AA"}, {"kty": "EC", "crv": "P-521"}, k1_jwk()]}),
+        ),
     );
     write("jwks", "empty-keys.json", "{\"keys\":[]}\n");
     write("jwks", "no-keys.json", "{\"keys\":{}}\n");

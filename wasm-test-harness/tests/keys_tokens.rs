@@ -70,15 +70,32 @@ fn verify(token: &str, alg: &str, kid: &str) -> bool {
                 _ => v!(pss, Sha512),
             }
         }
-        "ES256" => {
+        "ES256" | "ES384" | "ES512" => {
             let k = jwk(kid);
             let mut sec1 = vec![4u8];
             sec1.extend(b64d(k["x"].as_str().unwrap()));
             sec1.extend(b64d(k["y"].as_str().unwrap()));
-            let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).unwrap();
-            assert_eq!(sig.len(), 64, "ES256 signature must be JWS r||s (64 bytes)");
-            let s = p256::ecdsa::Signature::from_slice(&sig).unwrap();
-            vk.verify(msg, &s).is_ok()
+            // Each verifier hashes with its curve's JWS hash (SHA-256 / SHA-384 / SHA-512).
+            macro_rules! v {
+                ($c:ident, $len:expr) => {{
+                    assert_eq!(
+                        sig.len(),
+                        $len,
+                        "{alg} signature must be JWS r||s ({} bytes)",
+                        $len
+                    );
+                    let Ok(vk) = $c::ecdsa::VerifyingKey::from_sec1_bytes(&sec1) else {
+                        return false; // the published key is not on this curve
+                    };
+                    let s = $c::ecdsa::Signature::from_slice(&sig).unwrap();
+                    vk.verify(msg, &s).is_ok()
+                }};
+            }
+            match alg {
+                "ES256" => v!(p256, 64),
+                "ES384" => v!(p384, 96),
+                _ => v!(p521, 132),
+            }
         }
         "EdDSA" => {
             let k = jwk(kid);
@@ -122,7 +139,7 @@ fn jwks_has_the_published_and_the_unusable_keys() {
         .collect();
     assert_eq!(
         kids,
-        ["rsa-1", "rsa-2", "ec-1", "ed-1", "enc-1", "ec-384", "weird"]
+        ["rsa-1", "rsa-2", "ec-1", "ec-384", "ec-521", "ed-1", "enc-1", "ec-k1", "weird"]
     );
     assert!(!set.to_string().contains("rsa-rogue"));
 
@@ -152,13 +169,34 @@ fn jwks_has_the_published_and_the_unusable_keys() {
     assert_eq!(enc["use"], "enc");
     assert_eq!(enc["n"], jwk("rsa-2")["n"]);
 
-    let p384 = jwk("ec-384");
-    assert_eq!(
-        (p384["kty"].as_str(), p384["crv"].as_str()),
-        (Some("EC"), Some("P-384"))
-    );
-    assert_eq!(b64d(p384["x"].as_str().unwrap()).len(), 48);
-    assert_eq!(b64d(p384["y"].as_str().unwrap()).len(), 48);
+    for (kid, crv, len) in [
+        ("ec-384", "P-384", 48),
+        ("ec-521", "P-521", 66),
+        ("ec-k1", "secp256k1", 32),
+    ] {
+        let k = jwk(kid);
+        assert_eq!(
+            (k["kty"].as_str(), k["crv"].as_str(), k["use"].as_str()),
+            (Some("EC"), Some(crv), Some("sig")),
+            "{kid}"
+        );
+        assert_eq!(b64d(k["x"].as_str().unwrap()).len(), len, "{kid} x");
+        assert_eq!(b64d(k["y"].as_str().unwrap()).len(), len, "{kid} y");
+    }
+    // The published P-384 / P-521 points are the fixture PEMs' public keys.
+    for (kid, pem) in [
+        ("ec-384", keys::EC384_PUB_PEM),
+        ("ec-521", keys::EC521_PUB_PEM),
+    ] {
+        let k = jwk(kid);
+        let mut point = vec![4u8];
+        point.extend(b64d(k["x"].as_str().unwrap()));
+        point.extend(b64d(k["y"].as_str().unwrap()));
+        assert!(
+            keys::pem_to_der(pem).ends_with(&point),
+            "{kid}: JWK x/y are not the point of fixtures/{kid}.pub.pem"
+        );
+    }
 
     assert_eq!(jwk("weird"), json!({"kty": "foo", "kid": "weird"}));
 }
@@ -181,6 +219,14 @@ fn mint_all_algorithms_verify_with_published_keys() {
         // ...and not with another published key of the same type.
         if alg.starts_with('R') || alg.starts_with('P') {
             assert!(!verify(&t, alg, "rsa-2"), "{alg} token verifies with rsa-2");
+        }
+        if alg.starts_with("ES") {
+            for other in ["ec-1", "ec-384", "ec-521"]
+                .into_iter()
+                .filter(|o| *o != kid)
+            {
+                assert!(!verify(&t, alg, other), "{alg} token verifies with {other}");
+            }
         }
     }
 }
@@ -295,4 +341,26 @@ fn signatures_have_jws_lengths() {
     assert_eq!(sig_len("PS512"), 256);
     assert_eq!(sig_len("ES256"), 64);
     assert_eq!(sig_len("EdDSA"), 64);
+}
+
+#[test]
+fn ecdsa_signatures_are_fixed_size_and_bound_to_the_signing_input() {
+    for (alg, len) in [("ES256", 64), ("ES384", 96), ("ES512", 132)] {
+        let t = tokens::mint_std(alg, "alice");
+        let (input, sig) = split(&t);
+        assert_eq!(sig.len(), len, "{alg}: JWS r||s is {len} bytes");
+        let kid = tokens::default_kid(alg).unwrap();
+        assert!(verify(&t, alg, kid), "{alg}");
+        // Another payload under the same signature must not verify.
+        let (h, _) = input.split_once('.').unwrap();
+        let forged = format!(
+            "{h}.{}.{}",
+            keys::b64url(br#"{"sub":"mallory"}"#),
+            keys::b64url(&sig)
+        );
+        assert!(
+            !verify(&forged, alg, kid),
+            "{alg}: signature moved to another payload"
+        );
+    }
 }
