@@ -396,7 +396,10 @@ fn is_lds_bootstrap(template_text: &str) -> bool {
     template_text.contains("{{LDS_PATH}}") || template_text.contains("{{LDS_DIR}}")
 }
 
-/// A free port on 127.0.0.1 (bound to :0 and released).
+/// A port on 127.0.0.1 that was free a moment ago (bound to :0 and released). Racy by nature: another
+/// process may take it before the caller binds it, and Envoy listeners with `reuse_port` (the default) would
+/// then *share* it silently. The harness itself no longer hands such ports to Envoy (listeners and admin
+/// are bound on port 0 and read back); kept for callers that need a number to put in a config.
 pub fn pick_free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0))
         .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
@@ -599,11 +602,10 @@ fn prepare_with(
         .unwrap_or_else(default_lds_template);
     let template_text = fs::read_to_string(&template_path)
         .map_err(|e| format!("cannot read LDS template {}: {e}", template_path.display()))?;
-    let listen_port = if listen_port == 0 {
-        pick_free_port()?
-    } else {
-        listen_port
-    };
+    // Port 0 stays 0 in the first listener file: Envoy binds an ephemeral port itself and the harness reads
+    // it back from /listeners (start_prepared), then renders every later version with that concrete port.
+    // Picking a "free" port here and handing it over would race: with `reuse_port` (Envoy's default) two
+    // Envoys given the same port both bind it and share its connections.
     let state = LdsState {
         opts: opts.clone(),
         template_text,
@@ -749,7 +751,8 @@ impl Envoy {
     /// `dynamic_resources.lds_config.path_config_source` on {{LDS_PATH}} (and optionally
     /// `watched_directory` on {{LDS_DIR}}), e.g. [`default_lds_bootstrap_template`]; `lds_template` is the
     /// listener file (e.g. [`default_lds_template`]) with `version_info: "{{VERSION}}"`, {{LISTEN_PORT}} and
-    /// the usual placeholders. The listen port is a concrete free port. Returns once the listener's first
+    /// the usual placeholders. Version 1 is rendered with port 0 (Envoy binds an ephemeral port, read back from
+    /// `/listeners`); every later version carries that bound port, so updates keep the address. Returns once the listener's first
     /// version is active (up to ~20 s); a rejected listener file is an error with the log tail.
     pub fn start_lds(opts: EnvoyOptions, lds_template: &Path) -> Result<Envoy, String> {
         Envoy::start_prepared(&opts, 0, 0, Some(lds_template))
@@ -771,6 +774,8 @@ impl Envoy {
             }
         };
         let lds = p.lds.take();
+        // LDS mode: the listener may be rejected, which wait_lds_applied reports; do not wait for it here.
+        let discover = lds.is_none() && listen_port == 0;
         let fixed_port = lds
             .as_ref()
             .map(|(_, s)| s.listen_port)
@@ -788,10 +793,12 @@ impl Envoy {
         };
         // On error `envoy` is dropped here, which kills the process.
         let started = Instant::now();
-        envoy.wait_ready(&p.admin_path, fixed_port)?;
+        envoy.wait_ready(&p.admin_path, fixed_port, discover)?;
         if envoy.lds.is_some() {
             let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
             envoy.wait_lds_applied(1, 0, left.max(Duration::from_secs(1)))?;
+            let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
+            envoy.pin_lds_port(left.max(Duration::from_secs(1)))?;
         }
         Ok(envoy)
     }
@@ -822,6 +829,64 @@ impl Envoy {
         state.version = version;
         self.wait_lds_applied(version, bad_before, LDS_UPDATE_TIMEOUT)?;
         state.opts = opts;
+        Ok(())
+    }
+
+    /// LDS mode, right after start: the listener of version 1 is bound. If it was rendered with port 0, read
+    /// the port Envoy bound and rewrite version 1 with it, so that later versions carry the same address:
+    /// Envoy updates a listener in place (same socket, no drain) only when its address is unchanged, and an
+    /// address 0 -> P change is a full replacement that can reset connections. Done before any traffic.
+    fn pin_lds_port(&mut self, timeout: Duration) -> Result<(), String> {
+        let port = self.discover_listener_port()?;
+        let Some(lds) = self.lds.as_ref() else {
+            return Ok(());
+        };
+        let mut state = lds.lock().unwrap_or_else(|e| e.into_inner());
+        if state.listen_port != 0 {
+            drop(state);
+            if port != self.listen_port {
+                return Err(self.fail(&format!(
+                    "bound listener port {port}, not the configured {}",
+                    self.listen_port
+                )));
+            }
+            return Ok(());
+        }
+        let path = self.lds_path.as_deref().ok_or("no LDS path")?;
+        let text = state.opts.render_lds(
+            &state.template_text,
+            &state.template_path,
+            port,
+            state.version,
+        )?;
+        let success = "listener_manager.lds.update_success";
+        let before = self.stat(success).unwrap_or(0);
+        let (_, bad_before) = self.lds_stats()?;
+        write_atomically(path, &text)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, bad) = self.lds_stats()?;
+            if bad > bad_before {
+                return Err(self.fail(&format!(
+                    "rejected the listener file re-rendered with its bound port {port}"
+                )));
+            }
+            if self.stat(success).unwrap_or(0) > before
+                && self.lds_pending()?.is_none()
+                && self.discover_listener_port()? == port
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(self.fail(&format!(
+                    "did not apply the listener file re-rendered with its bound port {port} within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        state.listen_port = port;
+        drop(state);
+        self.listen_port = port;
         Ok(())
     }
 
@@ -926,7 +991,14 @@ impl Envoy {
         )
     }
 
-    fn wait_ready(&mut self, admin_path: &Path, fixed_listen_port: u16) -> Result<(), String> {
+    /// Wait for the admin address and /ready LIVE; then the listener port is `fixed_listen_port`, or, if
+    /// `discover`, the port Envoy reports bound in /listeners.
+    fn wait_ready(
+        &mut self,
+        admin_path: &Path,
+        fixed_listen_port: u16,
+        discover: bool,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut last = String::from("admin address not yet written");
         loop {
@@ -955,10 +1027,10 @@ impl Envoy {
             if self.admin_port != 0 {
                 match self.admin_get("/ready") {
                     Ok(r) if r.status == 200 && r.body.contains("LIVE") => {
-                        let port = if fixed_listen_port != 0 {
-                            Ok(fixed_listen_port)
-                        } else {
+                        let port = if discover {
                             self.discover_listener_port()
+                        } else {
+                            Ok(fixed_listen_port)
                         };
                         match port {
                             Ok(port) => {

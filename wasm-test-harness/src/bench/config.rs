@@ -1,0 +1,170 @@
+//! Envoy bootstraps of the bench configurations (bench/envoy-bench.yaml + bench/filters/*.yaml).
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::{algs, BenchOptions};
+use crate::envoy::{render, repo_root};
+use crate::keys::{jwks_of, KeyName};
+use crate::tokens::{self, AUDIENCE, ISSUER};
+
+/// The central Envoy of `ext_authz` (not a column of its own: native jwt_authn, no cache, like `native`).
+pub const EXT_AUTHZ_CENTRAL: &str = "ext_authz-central";
+
+/// The keys of every benchmarked algorithm (rsa-1, ec-1 and, once the harness has it, the P-384 key).
+fn bench_keys() -> Vec<KeyName> {
+    let mut keys: Vec<KeyName> = Vec::new();
+    for alg in algs() {
+        if let Some(k) = tokens::key_for_alg(alg) {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys
+}
+
+/// The JWKS every verifying configuration checks against.
+pub fn bench_jwks() -> Value {
+    jwks_of(&bench_keys())
+}
+
+/// jwt-guard's plugin config for the bench (mode "enforce" or "shadow"; signature backend: the default).
+pub fn plugin_config(mode: &str) -> Value {
+    json!({
+        "providers": { "bench": {
+            "issuer": ISSUER,
+            "audiences": [AUDIENCE],
+            "local_jwks": { "inline": bench_jwks() },
+        }},
+        "rules": [{
+            "name": "bench",
+            "match": { "prefix": "/" },
+            "requires": { "provider_name": "bench" },
+            "mode": mode,
+        }],
+    })
+}
+
+/// `ours-wasm`: enforce, with every signature verified inside the wasm VM (no host `verify_signature`).
+pub fn plugin_config_wasm_backend() -> Value {
+    let mut v = plugin_config("enforce");
+    v["signature_backend"] = json!("wasm");
+    v
+}
+
+fn read_template(name: &str) -> Result<String, String> {
+    let p = repo_root().join("bench").join(name);
+    let text = fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    // Drop the template's own comment lines (they would land mid-file when spliced).
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// A JSON string literal, which is also a valid YAML double-quoted scalar.
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The `http_filters` entries (before the router) of one configuration.
+fn filters_for(config: &str, opts: &BenchOptions, authz_port: u16) -> Result<String, String> {
+    let wasm = |name: &str, path: &Path, plugin: &str| -> Result<String, String> {
+        Ok(render(
+            &read_template("filters/wasm.yaml")?,
+            &[
+                ("NAME", name.to_string()),
+                ("WASM_PATH", path.display().to_string()),
+                ("PLUGIN_CONFIG", yaml_str(plugin)),
+            ],
+        ))
+    };
+    let native = |cache: bool| -> Result<String, String> {
+        Ok(render(
+            &read_template("filters/jwt_authn.yaml")?,
+            &[
+                ("ISSUER", ISSUER.to_string()),
+                ("AUDIENCE", AUDIENCE.to_string()),
+                ("JWKS", yaml_str(&bench_jwks().to_string())),
+                (
+                    "CACHE",
+                    if cache {
+                        "                  jwt_cache_config: { jwt_cache_size: 1000 }".to_string()
+                    } else {
+                        String::new()
+                    },
+                ),
+            ],
+        ))
+    };
+    match config {
+        "none" => Ok(String::new()),
+        "wasm-floor" => wasm("wasm_floor", &opts.floor_wasm, ""),
+        "native" | EXT_AUTHZ_CENTRAL => native(false),
+        "native-cache" => native(true),
+        "ext_authz" => Ok(render(
+            &read_template("filters/ext_authz.yaml")?,
+            &[("AUTHZ_PORT", authz_port.to_string())],
+        )),
+        "ours" => wasm(
+            "jwt_guard",
+            &opts.wasm,
+            &plugin_config("enforce").to_string(),
+        ),
+        "ours-wasm" => wasm(
+            "jwt_guard",
+            &opts.wasm,
+            &plugin_config_wasm_backend().to_string(),
+        ),
+        "ours-shadow" => wasm(
+            "jwt_guard",
+            &opts.wasm,
+            &plugin_config("shadow").to_string(),
+        ),
+        other => Err(format!("unknown configuration {other:?}")),
+    }
+}
+
+/// The bootstrap `bench` runs for `config` (one of [`super::CONFIGS`], or [`EXT_AUTHZ_CENTRAL`]):
+/// bench/envoy-bench.yaml with that configuration's filters, on the given ports (the bench itself passes 0:
+/// ephemeral, read back). `ext_authz` is the front Envoy; rendered here its authorization cluster points at
+/// port 1 (a placeholder: the bench renders it with [`render_bootstrap_with`] and the central's bound port).
+pub fn render_bootstrap(
+    config: &str,
+    opts: &BenchOptions,
+    listen_port: u16,
+    admin_port: u16,
+) -> Result<String, String> {
+    render_bootstrap_with(config, opts, listen_port, admin_port, 1)
+}
+
+/// [`render_bootstrap`] with the central Envoy's port for `ext_authz` (ignored by the other configurations).
+pub fn render_bootstrap_with(
+    config: &str,
+    opts: &BenchOptions,
+    listen_port: u16,
+    admin_port: u16,
+    authz_port: u16,
+) -> Result<String, String> {
+    let clusters = if config == "ext_authz" {
+        render(
+            &read_template("filters/ext_authz-cluster.yaml")?,
+            &[("AUTHZ_PORT", authz_port.to_string())],
+        )
+    } else {
+        String::new()
+    };
+    Ok(render(
+        &read_template("envoy-bench.yaml")?,
+        &[
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("LISTEN_PORT", listen_port.to_string()),
+            ("FILTERS", filters_for(config, opts, authz_port)?),
+            ("CLUSTERS", clusters),
+        ],
+    ))
+}

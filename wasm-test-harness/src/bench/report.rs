@@ -1,0 +1,507 @@
+//! Cells (medians over rounds), ratios within a run, the equivalence checks, Markdown tables and the
+//! machine / memory facts of bench.json.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use super::process::Unit;
+use super::wrk::WrkResult;
+use super::{BenchOptions, ENFORCING, WORKLOADS};
+use crate::envoy::envoy_bin;
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// (alg, workload, config) -> one wrk result per round, in round order.
+pub type Runs = BTreeMap<(String, String, String), Vec<WrkResult>>;
+
+/// Per-cell medians.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub rps: f64,
+    pub cpu_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub non_2xx_share: f64,
+    pub runs: Vec<WrkResult>,
+}
+
+impl Cell {
+    pub fn of(runs: &[WrkResult]) -> Cell {
+        let col = |f: fn(&WrkResult) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        let requests: u64 = runs.iter().map(|r| r.requests).sum();
+        let non_2xx: u64 = runs.iter().map(|r| r.non_2xx).sum();
+        Cell {
+            rps: col(|r| r.rps),
+            cpu_us: col(|r| r.cpu_us_per_req()),
+            p50_us: col(|r| r.p50_us),
+            p99_us: col(|r| r.p99_us),
+            non_2xx_share: if requests == 0 {
+                0.0
+            } else {
+                non_2xx as f64 / requests as f64
+            },
+            runs: runs.to_vec(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "rps": round2(self.rps),
+            "cpu_us_per_req": num(self.cpu_us, 2),
+            "p50_us": round2(self.p50_us),
+            "p99_us": round2(self.p99_us),
+            "non_2xx_share": round4(self.non_2xx_share),
+            "rounds": self.runs.iter().map(|r| json!({
+                "rps": r.rps, "p50_us": r.p50_us, "p99_us": r.p99_us, "requests": r.requests,
+                "non_2xx": r.non_2xx, "non_2xx_share": round4(r.non_2xx_share()),
+                "socket_errors": r.socket_errors,
+                "cpu_us_per_req": num(r.cpu_us_per_req(), 3),
+                "cpu_ms": num(r.cpu_ns / 1e6, 3),
+                "cpu_source": r.cpu_source,
+                "cpu_ms_utime_stime": r.cpu_ticks_ns.map(|n| round2(n / 1e6)),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+pub type Cells = BTreeMap<(String, String, String), Cell>;
+
+pub fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+/// A finite number rounded to `digits`, else null.
+fn num(v: f64, digits: i32) -> Value {
+    if v.is_finite() {
+        let m = 10f64.powi(digits);
+        json!((v * m).round() / m)
+    } else {
+        Value::Null
+    }
+}
+
+pub fn fmt_us(us: f64) -> String {
+    if !us.is_finite() {
+        "-".into()
+    } else if us >= 10_000.0 {
+        format!("{:.1}ms", us / 1000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{us:.0}us")
+    }
+}
+
+/// CPU µs/req with 3 significant-ish digits.
+pub fn fmt_cpu(us: f64) -> String {
+    if !us.is_finite() {
+        "-".into()
+    } else if us >= 100.0 {
+        format!("{us:.0}")
+    } else if us >= 10.0 {
+        format!("{us:.1}")
+    } else {
+        format!("{us:.2}")
+    }
+}
+
+fn fmt_ratio(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "-".into()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Ratios and estimates, round by round
+
+/// Ratio columns: (label, a, b) = a ÷ b.
+pub const RATIOS: &[(&str, &str, &str)] = &[
+    ("ours/native", "ours", "native"),
+    ("ours/native-cache", "ours", "native-cache"),
+    ("ours/ext_authz", "ours", "ext_authz"),
+    ("ours/wasm-floor", "ours", "wasm-floor"),
+    ("ours-wasm/native", "ours-wasm", "native"),
+    ("ours-wasm/ours", "ours-wasm", "ours"),
+    ("ours-shadow/ours", "ours-shadow", "ours"),
+];
+
+/// Median over rounds of f(a, b) on the same round's results of two cells (each round's cells ran within
+/// seconds of each other, so a slow phase of the machine hits both).
+fn per_round(
+    runs: &Runs,
+    a: (&str, &str, &str),
+    b: (&str, &str, &str),
+    f: impl Fn(&WrkResult, &WrkResult) -> f64,
+) -> f64 {
+    let key = |k: (&str, &str, &str)| (k.0.to_string(), k.1.to_string(), k.2.to_string());
+    match (runs.get(&key(a)), runs.get(&key(b))) {
+        (Some(ra), Some(rb)) => median(
+            &ra.iter()
+                .zip(rb.iter())
+                .map(|(x, y)| f(x, y))
+                .collect::<Vec<_>>(),
+        ),
+        _ => f64::NAN,
+    }
+}
+
+/// (req/s a÷b, CPU µs/req a÷b), medians of per-round ratios.
+pub fn ratio(runs: &Runs, alg: &str, w: &str, a: &str, b: &str) -> (f64, f64) {
+    (
+        per_round(runs, (alg, w, a), (alg, w, b), |x, y| x.rps / y.rps),
+        per_round(runs, (alg, w, a), (alg, w, b), |x, y| {
+            x.cpu_us_per_req() / y.cpu_us_per_req()
+        }),
+    )
+}
+
+/// Signature-verification cost estimates per request: (label, config with verification on `cold`, the
+/// configuration whose `hot` cell verifies nothing). Native jwt_authn without a cache verifies on `hot` too,
+/// so its baseline is native-cache on `hot` (every request a cache hit).
+pub const VERIFY_ESTIMATES: &[(&str, &str, &str)] = &[
+    ("ours (host crypto)", "ours", "ours"),
+    ("ours-wasm (in-wasm crypto)", "ours-wasm", "ours"),
+    ("native", "native", "native-cache"),
+];
+
+/// CPU µs/req on `cold` minus CPU µs/req on `hot` (of `base`), median over rounds.
+pub fn verify_estimate(runs: &Runs, alg: &str, cfg: &str, base: &str) -> f64 {
+    per_round(runs, (alg, "cold", cfg), (alg, "hot", base), |x, y| {
+        x.cpu_us_per_req() - y.cpu_us_per_req()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Markdown
+
+pub fn markdown(cells: &Cells, runs: &Runs, algs: &[&str], configs: &[String]) -> String {
+    let get = |alg: &str, w: &str, c: &str| cells.get(&(alg.into(), w.into(), c.into()));
+    let header = |out: &mut String, extra: &[&str]| {
+        out.push_str("| alg | workload |");
+        for c in configs {
+            out.push_str(&format!(" {c} |"));
+        }
+        for e in extra {
+            out.push_str(&format!(" {e} |"));
+        }
+        out.push_str("\n|---|---|");
+        out.push_str(&"---:|".repeat(configs.len() + extra.len()));
+        out.push('\n');
+    };
+    let mut out = String::new();
+    out.push_str("### Throughput and CPU (req/s · CPU µs per request, medians over rounds; · = not measured)\n\n");
+    header(&mut out, &[]);
+    for alg in algs {
+        for w in WORKLOADS {
+            out.push_str(&format!("| {alg} | {w} |"));
+            for c in configs {
+                match get(alg, w, c) {
+                    Some(cell) => {
+                        out.push_str(&format!(" {:.0} · {} |", cell.rps, fmt_cpu(cell.cpu_us)))
+                    }
+                    None => out.push_str(" · |"),
+                }
+            }
+            out.push('\n');
+        }
+    }
+    let present = |c: &str| configs.iter().any(|x| x == c);
+    let ratio_cols: Vec<&(&str, &str, &str)> = RATIOS
+        .iter()
+        .filter(|(_, a, b)| present(a) && present(b))
+        .collect();
+    out.push_str(
+        "\n### Ratios (a÷b, median of per-round ratios: req/s — > 1 = a faster / CPU µs per request — < 1 = a cheaper)\n\n| alg | workload |",
+    );
+    for (label, _, _) in &ratio_cols {
+        out.push_str(&format!(" {label} |"));
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(ratio_cols.len()));
+    out.push('\n');
+    for alg in algs {
+        for w in WORKLOADS {
+            out.push_str(&format!("| {alg} | {w} |"));
+            for (_, a, b) in &ratio_cols {
+                let (r, c) = ratio(runs, alg, w, a, b);
+                if r.is_finite() || c.is_finite() {
+                    out.push_str(&format!(" {} / {} |", fmt_ratio(r), fmt_ratio(c)));
+                } else {
+                    out.push_str(" · |");
+                }
+            }
+            out.push('\n');
+        }
+    }
+    let estimates: Vec<&(&str, &str, &str)> = VERIFY_ESTIMATES
+        .iter()
+        .filter(|(_, a, b)| present(a) && present(b))
+        .collect();
+    out.push_str("\n### Signature verification, estimated CPU µs per request (CPU µs/req on `cold` − on `hot`; native: − native-cache on `hot`)\n\n| alg |");
+    for (label, _, _) in &estimates {
+        out.push_str(&format!(" {label} |"));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|".repeat(estimates.len()));
+    out.push('\n');
+    for alg in algs {
+        out.push_str(&format!("| {alg} |"));
+        for (_, a, b) in &estimates {
+            out.push_str(&format!(" {} |", fmt_cpu(verify_estimate(runs, alg, a, b))));
+        }
+        out.push('\n');
+    }
+    out.push_str("\n### Latency (p50 / p99 per configuration, median over rounds)\n\n");
+    header(&mut out, &["p99 added (ours − none)"]);
+    for alg in algs {
+        for w in WORKLOADS {
+            out.push_str(&format!("| {alg} | {w} |"));
+            for c in configs {
+                match get(alg, w, c) {
+                    Some(cell) => out.push_str(&format!(
+                        " {} / {} |",
+                        fmt_us(cell.p50_us),
+                        fmt_us(cell.p99_us)
+                    )),
+                    None => out.push_str(" · |"),
+                }
+            }
+            match (get(alg, w, "ours"), get(alg, w, "none")) {
+                (Some(o), Some(n)) => {
+                    let d = o.p99_us - n.p99_us;
+                    let sign = if d < 0.0 { "−" } else { "+" };
+                    out.push_str(&format!(" {sign}{} |\n", fmt_us(d.abs())));
+                }
+                _ => out.push_str(" · |\n"),
+            }
+        }
+    }
+    out.push_str("\n### Non-2xx share (all rounds)\n\n");
+    header(&mut out, &[]);
+    for alg in algs {
+        for w in WORKLOADS {
+            out.push_str(&format!("| {alg} | {w} |"));
+            for c in configs {
+                match get(alg, w, c) {
+                    Some(cell) => out.push_str(&format!(" {:.1}% |", cell.non_2xx_share * 100.0)),
+                    None => out.push_str(" · |"),
+                }
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Ratios and estimates for bench.json.
+pub fn summary_json(runs: &Runs, algs: &[&str], configs: &[String]) -> Value {
+    let present = |c: &str| configs.iter().any(|x| x == c);
+    let mut ratios = serde_json::Map::new();
+    for alg in algs {
+        for w in WORKLOADS {
+            let mut m = serde_json::Map::new();
+            for (label, a, b) in RATIOS {
+                if present(a) && present(b) {
+                    let (r, c) = ratio(runs, alg, w, a, b);
+                    if r.is_finite() || c.is_finite() {
+                        m.insert(
+                            label.to_string(),
+                            json!({ "rps": num(r, 3), "cpu_us_per_req": num(c, 3) }),
+                        );
+                    }
+                }
+            }
+            ratios.insert(format!("{alg}/{w}"), Value::Object(m));
+        }
+    }
+    let mut est = serde_json::Map::new();
+    for alg in algs {
+        let mut m = serde_json::Map::new();
+        for (_, a, b) in VERIFY_ESTIMATES {
+            if present(a) && present(b) {
+                m.insert(a.to_string(), num(verify_estimate(runs, alg, a, b), 2));
+            }
+        }
+        est.insert(alg.to_string(), Value::Object(m));
+    }
+    json!({
+        "ratios": ratios,
+        "ratios_note": "a÷b per round, median over rounds; rps > 1 = a faster, cpu_us_per_req < 1 = a cheaper",
+        "verify_us_estimate": est,
+        "verify_us_estimate_note": "CPU µs/req on cold − on hot of the same configuration (native: − native-cache on hot), median over rounds: an estimate of the signature-verification cost per request",
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Checks
+
+/// Equivalence checks: valid-token workloads must be all 2xx everywhere; on `mix` the enforcing
+/// configurations must reject about half and the others none; no wrk socket errors. Returns the violations.
+pub fn check_cells(cells: &Cells) -> Vec<String> {
+    let mut errors = Vec::new();
+    for ((alg, w, c), cell) in cells {
+        let share = cell.non_2xx_share;
+        let socket_errors: u64 = cell.runs.iter().map(|r| r.socket_errors).sum();
+        if socket_errors > 0 {
+            errors.push(format!("{alg} {w} {c}: {socket_errors} wrk socket errors"));
+        }
+        if cell.runs.iter().any(|r| r.requests == 0) {
+            errors.push(format!("{alg} {w} {c}: a round completed no request"));
+        }
+        if w == "mix" {
+            if ENFORCING.contains(&c.as_str()) {
+                if !(0.45..=0.55).contains(&share) {
+                    errors.push(format!(
+                        "{alg} mix {c}: non-2xx share {:.1}%, expected ~50% (half the tokens are invalid)",
+                        share * 100.0
+                    ));
+                }
+            } else if share > 0.0 {
+                errors.push(format!(
+                    "{alg} mix {c}: non-2xx share {:.1}%, expected 0 (this configuration never rejects)",
+                    share * 100.0
+                ));
+            }
+        } else if share > 0.0 {
+            errors.push(format!(
+                "{alg} {w} {c}: {:.2}% non-2xx on a valid-token workload - the configurations are not equivalent",
+                share * 100.0
+            ));
+        }
+    }
+    errors
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Machine info and memory
+
+fn cmd_output(cmd: &Path, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if s.is_empty() {
+                s = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            }
+            s
+        })
+        .unwrap_or_default()
+}
+
+pub fn machine_info(opts: &BenchOptions) -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).ok();
+    let envoy_version = envoy_bin()
+        .map(|b| cmd_output(&b, &["--version"]))
+        .unwrap_or_default();
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu_model,
+        "clk_tck": cmd_output(Path::new("getconf"), &["CLK_TCK"]).parse::<u64>().ok(),
+        "date": cmd_output(Path::new("date"), &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        "kernel": cmd_output(Path::new("uname"), &["-sr"]),
+        "envoy_version": envoy_version,
+        "wrk_version": cmd_output(Path::new("wrk"), &["-v"]).lines().next().unwrap_or_default(),
+        "wasm": {
+            "jwt_guard": { "path": opts.wasm.display().to_string(), "bytes": size(&opts.wasm) },
+            "wasm_floor": { "path": opts.floor_wasm.display().to_string(), "bytes": size(&opts.floor_wasm) },
+        },
+    })
+}
+
+/// Envoy `/stats` text ("name: value" lines) -> {name: number-or-string}.
+fn parse_stats(text: &str) -> Value {
+    let mut m = serde_json::Map::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once(": ") {
+            let v = v.trim();
+            m.insert(
+                k.trim().to_string(),
+                v.parse::<u64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| json!(v)),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
+/// Admin `/memory` of each Envoy of the unit (keyed by Envoy name for `ext_authz`), plus the wasm stats.
+pub fn memory_of(unit: &Unit) -> Value {
+    let one = |e: &super::process::BenchEnvoy| -> Value {
+        let memory = e
+            .admin("/memory")
+            .ok()
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+            .map(|m| match m {
+                // Envoy prints the uint64s as strings.
+                Value::Object(o) => Value::Object(
+                    o.into_iter()
+                        .map(|(k, v)| {
+                            let n = v.as_str().and_then(|s| s.parse::<u64>().ok());
+                            (k, n.map(Value::from).unwrap_or(v))
+                        })
+                        .collect(),
+                ),
+                other => other,
+            })
+            .unwrap_or(Value::Null);
+        let mut v = json!({ "memory": memory });
+        if matches!(
+            e.name.as_str(),
+            "wasm-floor" | "ours" | "ours-wasm" | "ours-shadow"
+        ) {
+            let stats = e
+                .admin("/stats?filter=wasm")
+                .map(|t| parse_stats(&t))
+                .unwrap_or(Value::Null);
+            let gauge = e
+                .admin("/stats?filter=vm_memory_bytes")
+                .map(|t| parse_stats(&t))
+                .ok()
+                .and_then(|s| s.get("wasmcustom.jwt_guard.vm_memory_bytes").cloned());
+            v["wasm_stats"] = stats;
+            v["jwt_guard_vm_memory_bytes"] = gauge.unwrap_or(Value::Null);
+        }
+        v
+    };
+    if unit.envoys.len() == 1 {
+        one(&unit.envoys[0])
+    } else {
+        Value::Object(
+            unit.envoys
+                .iter()
+                .map(|e| (e.name.clone(), one(e)))
+                .collect(),
+        )
+    }
+}
