@@ -152,7 +152,7 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
             "jwt_guard_jwks_fetch{provider=\"demo\",result=\"success\"}".to_owned(),
             1.0,
         ),
-        ("jwt_guard_jwks_keys{provider=\"demo\"}".to_owned(), 4.0),
+        ("jwt_guard_jwks_keys{provider=\"demo\"}".to_owned(), 6.0),
         ("jwt_guard_jwks_stale{provider=\"demo\"}".to_owned(), 0.0),
         (
             "jwt_guard_decision_latency_us_count{mode=\"enforce\"}".to_owned(),
