@@ -240,7 +240,11 @@ pub enum BackendChoice {
 }
 
 impl BackendChoice {
-    pub const ALL: [BackendChoice; 3] = [BackendChoice::Auto, BackendChoice::Host, BackendChoice::Wasm];
+    pub const ALL: [BackendChoice; 3] = [
+        BackendChoice::Auto,
+        BackendChoice::Host,
+        BackendChoice::Wasm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -355,7 +355,10 @@ fn rsa_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
         0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
     ];
     let rsa_public_key = der_tlv(0x30, &[der_uint(n), der_uint(e)].concat());
-    der_tlv(0x30, &[&RSA_ALG_ID[..], &der_bit_string(&rsa_public_key)].concat())
+    der_tlv(
+        0x30,
+        &[&RSA_ALG_ID[..], &der_bit_string(&rsa_public_key)].concat(),
+    )
 }
 
 fn ec_spki(curve: Curve, sec1_uncompressed: &[u8]) -> Vec<u8> {
@@ -552,7 +555,13 @@ impl<'a> Verifier<'a> {
     /// family, a signature of the wrong shape, or one that does not verify. With the `host` backend,
     /// a host that cannot answer (a status other than Ok, an unreadable answer) does not decide: the
     /// same check runs in wasm instead, so a host fault never turns into an allow or a false deny.
-    pub fn verify(&self, alg: Alg, key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
+    pub fn verify(
+        &self,
+        alg: Alg,
+        key: &PublicKey,
+        signing_input: &[u8],
+        signature: &[u8],
+    ) -> bool {
         if key.family() != alg.family() {
             return false;
         }
@@ -612,7 +621,9 @@ fn wasm_verify(alg: Alg, key: &PublicKey, signing_input: &[u8], signature: &[u8]
             };
             // RSA signatures are exactly the modulus length (RFC 7518 §3.3, §3.5); checked in `open`.
             match alg {
-                Alg::PS256 | Alg::PS384 | Alg::PS512 => k.verify_pss(hash, signing_input, signature),
+                Alg::PS256 | Alg::PS384 | Alg::PS512 => {
+                    k.verify_pss(hash, signing_input, signature)
+                }
                 Alg::RS256 | Alg::RS384 | Alg::RS512 => {
                     k.verify_pkcs1(hash, signing_input, signature)
                 }
@@ -753,8 +764,14 @@ mod tests {
     fn curve_orders_are_the_curves_own() {
         use p256::elliptic_curve::bigint::Encoding as _;
         use p256::elliptic_curve::Curve as _;
-        assert_eq!(Curve::P256.order(), &p256::NistP256::ORDER.to_be_bytes()[..]);
-        assert_eq!(Curve::P384.order(), &p384::NistP384::ORDER.to_be_bytes()[..]);
+        assert_eq!(
+            Curve::P256.order(),
+            &p256::NistP256::ORDER.to_be_bytes()[..]
+        );
+        assert_eq!(
+            Curve::P384.order(),
+            &p384::NistP384::ORDER.to_be_bytes()[..]
+        );
         let p521 = p521::NistP521::ORDER.to_be_bytes();
         // 576-bit limbs: the order is the low 66 bytes.
         assert!(p521[..p521.len() - 66].iter().all(|b| *b == 0));

@@ -14,10 +14,10 @@ use crate::authenticator::{authenticate_digested, KeyState, Keys, Outcome};
 use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{BackendChoice, Config, JwksSource, Mode, Rule};
 use crate::crypto::{self, Backend, Verifier};
-use crate::hostcall::ProxyWasmHost;
 use crate::error::Denial;
 use crate::extractor::{HeaderList, RequestView};
 use crate::fetcher::{self, Stage};
+use crate::hostcall::ProxyWasmHost;
 use crate::jwks;
 use crate::keycache::{
     self, Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid,
@@ -891,7 +891,11 @@ impl RootContext for Root {
                 }
             }
         }
-        let backend = match self.vm.borrow_mut().choose_backend(config.signature_backend) {
+        let backend = match self
+            .vm
+            .borrow_mut()
+            .choose_backend(config.signature_backend)
+        {
             Ok(b) => b,
             Err(message) => {
                 log(LogLevel::Error, &message);

@@ -201,7 +201,10 @@ impl Registry {
         r.token_cache_misses = r.add("jwt_guard.token_cache_misses".to_owned(), Kind::Counter);
         r.vm_memory_bytes = r.add("jwt_guard.vm_memory_bytes".to_owned(), Kind::Gauge);
         for b in crate::crypto::Backend::ALL {
-            let idx = r.add(format!("jwt_guard.signature_backend.backend.{}", b.name()), Kind::Gauge);
+            let idx = r.add(
+                format!("jwt_guard.signature_backend.backend.{}", b.name()),
+                Kind::Gauge,
+            );
             r.signature_backend.push((b, idx));
         }
         r

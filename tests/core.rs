@@ -1077,7 +1077,11 @@ fn local_key_set_skips_unsupported_keys() {
     );
     // Every algorithm has a key here except ES512 (no P-521 key in this set).
     for alg in Alg::ALL {
-        assert_eq!(set.keys.iter().any(|k| k.fits(alg)), alg != Alg::ES512, "{alg:?}");
+        assert_eq!(
+            set.keys.iter().any(|k| k.fits(alg)),
+            alg != Alg::ES512,
+            "{alg:?}"
+        );
     }
 }
 

@@ -8,7 +8,9 @@ use serde_json::Value;
 /// Prometheus family of a stat name once Envoy's `stats_tags` (envoy/envoy.yaml) took the
 /// `.label.value` pairs out, e.g. `jwt_guard.jwks.provider.demo.fetch.result.success` → `jwt_guard_jwks_fetch`.
 fn family(stat: &str) -> String {
-    let labels = ["route", "mode", "outcome", "reason", "provider", "result", "backend"];
+    let labels = [
+        "route", "mode", "outcome", "reason", "provider", "result", "backend",
+    ];
     let parts: Vec<&str> = stat.split('.').collect();
     let mut kept = Vec::new();
     let mut i = 0;

@@ -25,8 +25,7 @@ const N: [u8; 32] = [
 /// `p256_fast`), which also accepts high-S signatures.
 fn reference(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
     use p256::ecdsa::signature::Verifier as _;
-    sig.len() == 64
-        && Signature::from_slice(sig).is_ok_and(|s| key.verify(msg, &s).is_ok())
+    sig.len() == 64 && Signature::from_slice(sig).is_ok_and(|s| key.verify(msg, &s).is_ok())
 }
 
 /// Big-endian 256-bit arithmetic for building edge-case scalars.
