@@ -43,9 +43,11 @@ fn the_host_gets_the_same_spki_openssl_writes() {
     }
 }
 
+type Answer = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, HostError>>;
+
 /// A host that answers from a script and records what it was asked.
 struct ScriptedHost {
-    answer: Box<dyn Fn(&[u8]) -> Result<Vec<u8>, HostError>>,
+    answer: Answer,
     calls: Cell<usize>,
     last: RefCell<Vec<u8>>,
 }
