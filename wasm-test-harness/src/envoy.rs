@@ -28,6 +28,12 @@ pub fn wasm_path() -> PathBuf {
     }
 }
 
+/// The vector probe (`wasm-test-harness/vector-probe`, built by `make build`):
+/// `<repo>/target/wasm32-wasip1/release/vector_probe.wasm`.
+pub fn vector_probe_path() -> PathBuf {
+    repo_root().join("target/wasm32-wasip1/release/vector_probe.wasm")
+}
+
 /// `<repo>/envoy/envoy.yaml`
 pub fn default_template() -> PathBuf {
     repo_root().join("envoy/envoy.yaml")
