@@ -1,8 +1,10 @@
 //! The decision pipeline for one request, in Envoy's order: parse → issuer → algorithm allow-list →
 //! time (with skew) → audience → key lookup → signature. Cheap checks run before the signature so a
 //! flood of stale or foreign tokens costs no public-key operation. Every presented token must be
-//! valid; the first one gives the identity. A token seen before (same SHA-256) skips parsing and the
-//! signature through the verified-token cache; everything else is checked again. Then the rule's authorisation: scopes (all-of and any-of,
+//! valid; the first one gives the identity. A token seen before (the same bytes) skips parsing and the
+//! signature through the verified-token cache; everything else is checked again. A token whose
+//! signature failed before against the same key-set generation is denied `bad_signature` again
+//! without a public-key operation (`tokencache::ForgedCache`), after every other check has run again. Then the rule's authorisation: scopes (all-of and any-of,
 //! from `scope` or `scp`) and required claim values, checked on the verified identity.
 
 use crate::config::{ClaimRequirement, Config, Provider, Requirement};
@@ -10,7 +12,7 @@ use crate::crypto;
 use crate::error::Denial;
 use crate::jwks::{KeyLookup, KeySet};
 use crate::token::UntrustedToken;
-use crate::tokencache::{digest, CachedToken, TokenHash, MAX_TTL_WITHOUT_EXP_SECS};
+use crate::tokencache::{CachedToken, MAX_TTL_WITHOUT_EXP_SECS};
 use serde_json::{Map, Value};
 use std::rc::Rc;
 
@@ -32,14 +34,22 @@ pub trait Keys {
     }
 
     /// The verified-token cache (see `tokencache`); the defaults cache nothing.
-    fn cache_get(&self, _hash: &TokenHash, _now_secs: u64) -> Option<CachedToken> {
+    /// Entries are keyed by the exact token bytes.
+    fn cache_get(&self, _token: &[u8], _now_secs: u64) -> Option<CachedToken> {
         None
     }
-    fn cache_put(&self, _hash: TokenHash, _entry: CachedToken) {}
-    fn cache_drop(&self, _hash: &TokenHash) {}
+    fn cache_put(&self, _token: &[u8], _entry: CachedToken) {}
+    fn cache_drop(&self, _token: &[u8]) {}
     /// The entry's key is still in generation `gen`; `until_secs` caps the entry when that key is
     /// a withdrawn one living out its rotation grace.
-    fn cache_key_seen(&self, _hash: &TokenHash, _gen: u64, _until_secs: Option<u64>) {}
+    fn cache_key_seen(&self, _token: &[u8], _gen: u64, _until_secs: Option<u64>) {}
+
+    /// The forged-token memory (see `tokencache::ForgedCache`): whether exactly `token` failed its
+    /// signature against `provider`'s key-set generation `gen`; the defaults remember nothing.
+    fn forged_seen(&self, _provider: usize, _gen: u64, _token: &[u8]) -> bool {
+        false
+    }
+    fn forged_put(&self, _provider: usize, _gen: u64, _token: &[u8]) {}
 
     /// A token names a `kid` the provider's set lacks: true to wait for a (rate-limited) refetch,
     /// false to deny now. Providers with a fixed key set never refetch.
@@ -57,6 +67,8 @@ pub trait Keys {
 pub struct Verified {
     pub provider: usize,
     pub claims: Rc<Map<String, Value>>,
+    /// The audit record's `token_hash` of the token (`audit::token_hash`), kept with the cache entry.
+    pub token_hash: Rc<str>,
 }
 
 #[derive(Debug)]
@@ -75,20 +87,6 @@ pub fn authenticate(
     keys: &dyn Keys,
     now_secs: u64,
 ) -> Outcome {
-    let digests: Vec<TokenHash> = tokens.iter().map(|t| digest(t)).collect();
-    authenticate_digested(config, requirement, tokens, &digests, keys, now_secs)
-}
-
-/// `authenticate` for callers that already hold each token's SHA-256 (`digests[i]` is that of
-/// `tokens[i]`), so a request hashes its token once.
-pub fn authenticate_digested(
-    config: &Config,
-    requirement: &Requirement,
-    tokens: &[Vec<u8>],
-    digests: &[TokenHash],
-    keys: &dyn Keys,
-    now_secs: u64,
-) -> Outcome {
     if tokens.is_empty() {
         return if requirement.allow_missing {
             Outcome::Allow(None)
@@ -97,8 +95,8 @@ pub fn authenticate_digested(
         };
     }
     let mut identity = None;
-    for (token, hash) in tokens.iter().zip(digests) {
-        match check_token(config, requirement, token, *hash, keys, now_secs) {
+    for token in tokens {
+        match check_token(config, requirement, token, keys, now_secs) {
             Outcome::Allow(Some(v)) => {
                 identity.get_or_insert(v);
             }
@@ -119,11 +117,10 @@ fn check_token(
     config: &Config,
     requirement: &Requirement,
     token: &[u8],
-    hash: TokenHash,
     keys: &dyn Keys,
     now: u64,
 ) -> Outcome {
-    if let Some(outcome) = check_cached(config, requirement, token.len(), &hash, keys, now) {
+    if let Some(outcome) = check_cached(config, requirement, token, keys, now) {
         return outcome;
     }
     let providers = || {
@@ -160,20 +157,21 @@ fn check_token(
             now,
         )
         .map_err(Outcome::Deny)
-        .and_then(|()| verify_signature(index, &parsed, keys, now));
+        .and_then(|()| verify_signature(index, token, &parsed, keys, now));
         match checked {
             Ok((key_raw, key_until_ms)) => {
                 let claims = Rc::new(parsed.claims);
+                let token_hash: Rc<str> = Rc::from(crate::audit::token_hash(token));
                 let expires_at = match numeric_date(&claims, "exp") {
                     Ok(Some(exp)) if exp > 0.0 => exp as u64,
                     _ => now.saturating_add(MAX_TTL_WITHOUT_EXP_SECS),
                 };
                 keys.cache_put(
-                    hash,
+                    token,
                     CachedToken {
                         provider: index,
                         alg: parsed.alg,
-                        kid: parsed.kid,
+                        kid: parsed.kid.map(Rc::from),
                         claims: claims.clone(),
                         key_raw,
                         key_gen: keys.generation(index),
@@ -181,11 +179,13 @@ fn check_token(
                         expires_at: expires_at
                             .min(now.saturating_add(86_400))
                             .min(key_until_ms.map_or(u64::MAX, |ms| ms / 1000)),
+                        token_hash: token_hash.clone(),
                     },
                 );
                 return Outcome::Allow(Some(Verified {
                     provider: index,
                     claims,
+                    token_hash,
                 }));
             }
             Err(Outcome::Wait(p)) => return Outcome::Wait(p),
@@ -204,12 +204,12 @@ fn check_token(
 fn check_cached(
     config: &Config,
     requirement: &Requirement,
-    token_len: usize,
-    hash: &TokenHash,
+    token: &[u8],
     keys: &dyn Keys,
     now: u64,
 ) -> Option<Outcome> {
-    let hit = keys.cache_get(hash, now)?;
+    let token_len = token.len();
+    let hit = keys.cache_get(token, now)?;
     let provider = config.providers.get(hit.provider)?;
     if !requirement.providers.contains(&hit.provider) {
         // Verified for another rule's provider: this rule decides from scratch.
@@ -236,17 +236,18 @@ fn check_cached(
         _ => None,
     };
     let Some(key) = key else {
-        keys.cache_drop(hash);
+        keys.cache_drop(token);
         return None;
     };
     let gen = keys.generation(hit.provider);
     if gen != hit.key_gen {
         // A key withdrawn in this generation is live only until its grace deadline: so is the entry.
-        keys.cache_key_seen(hash, gen, key.until_ms.map(|ms| ms / 1000));
+        keys.cache_key_seen(token, gen, key.until_ms.map(|ms| ms / 1000));
     }
     Some(Outcome::Allow(Some(Verified {
         provider: hit.provider,
         claims: hit.claims,
+        token_hash: hit.token_hash,
     })))
 }
 
@@ -311,9 +312,12 @@ fn claim_checks(
     Ok(())
 }
 
-/// Finds the key and verifies the signature; returns the verifying key's published JWK.
+/// Finds the key and verifies the signature; returns the verifying key's published JWK. `raw` is the
+/// token as presented: a signature that failed against this key-set generation before is not
+/// checked again (`Keys::forged_seen`); a new failure is remembered (`Keys::forged_put`).
 fn verify_signature(
     index: usize,
+    raw: &[u8],
     token: &UntrustedToken,
     keys: &dyn Keys,
     now: u64,
@@ -330,14 +334,32 @@ fn verify_signature(
         }
         KeyLookup::UnknownKid => deny(Denial::UnknownKid),
         KeyLookup::KeyMismatch => deny(Denial::KeyMismatch),
-        KeyLookup::Found(candidates) => candidates
-            .iter()
-            .find(|k| {
-                keys.verifier()
-                    .verify(token.alg, &k.key, &token.signing_input, &token.signature)
-            })
-            .map(|k| (k.raw.clone(), k.until_ms))
-            .map_or_else(|| deny(Denial::BadSignature), Ok),
+        KeyLookup::Found(candidates) => {
+            // Within one generation the candidates only shrink with time (retired keys' grace
+            // ends), so a token no candidate verified before cannot verify now.
+            let gen = keys.generation(index);
+            if keys.forged_seen(index, gen, raw) {
+                return deny(Denial::BadSignature);
+            }
+            candidates
+                .iter()
+                .find(|k| {
+                    keys.verifier().verify(
+                        token.alg,
+                        &k.key,
+                        &token.signing_input,
+                        &token.signature,
+                    )
+                })
+                .map(|k| (k.raw.clone(), k.until_ms))
+                .map_or_else(
+                    || {
+                        keys.forged_put(index, gen, raw);
+                        deny(Denial::BadSignature)
+                    },
+                    Ok,
+                )
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! past the filter before it is decided.
 
 use crate::audit;
-use crate::authenticator::{authenticate_digested, KeyState, Keys, Outcome};
+use crate::authenticator::{authenticate, KeyState, Keys, Outcome};
 use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{BackendChoice, Config, JwksSource, Mode, Rule};
 use crate::crypto::{self, Backend, Verifier};
@@ -26,7 +26,7 @@ use crate::metrics::{self, Kind, Registry};
 use crate::policy;
 use crate::request::{self, Prepared, Step};
 use crate::response::deny_response;
-use crate::tokencache::{digest, CachedToken, TokenCache, TokenHash};
+use crate::tokencache::{CachedToken, ForgedCache, TokenCache};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
@@ -91,8 +91,6 @@ struct Waiter {
     context_id: u32,
     rule: RuleRef,
     tokens: Vec<Vec<u8>>,
-    /// SHA-256 of each token, computed once per request.
-    digests: Vec<TokenHash>,
     deadline_ms: u64,
     parked: Rc<Cell<bool>>,
     ctx: ReqCtx,
@@ -104,7 +102,22 @@ struct ReqCtx {
     request_id: Option<Vec<u8>>,
     method: Vec<u8>,
     path: Vec<u8>,
-    token_hash: Option<String>,
+    /// The audit record's `token_hash`: from the token-cache entry for a verified token, else
+    /// computed only when a record is written.
+    token_hash: Option<Rc<str>>,
+}
+
+impl ReqCtx {
+    /// Fills `token_hash` for the decided `outcome` of `tokens`, when audit records are written.
+    fn note_token(&mut self, config: &Config, outcome: &Outcome, tokens: &[Vec<u8>]) {
+        if !(config.audit.filter_state || config.audit.log) {
+            return;
+        }
+        self.token_hash = match outcome {
+            Outcome::Allow(Some(v)) => Some(v.token_hash.clone()),
+            _ => tokens.first().map(|t| Rc::from(audit::token_hash(t))),
+        };
+    }
 }
 
 fn now_ns() -> Option<u128> {
@@ -243,6 +256,8 @@ struct Vm {
     backend: Option<Backend>,
     /// The host's known-answer check, run once per VM on the first configure that may use it.
     host_check: Option<Result<(), String>>,
+    /// Tokens whose signature failed against a key-set generation (see `tokencache::ForgedCache`).
+    forged: RefCell<ForgedCache>,
 }
 
 impl Vm {
@@ -321,13 +336,13 @@ impl Keys for VmKeys<'_> {
             .map_or(0, |l| l.gen)
     }
 
-    fn cache_get(&self, hash: &TokenHash, now_secs: u64) -> Option<CachedToken> {
+    fn cache_get(&self, token: &[u8], now_secs: u64) -> Option<CachedToken> {
         let hit = self
             .vm
             .token_cache
             .try_borrow_mut()
             .ok()?
-            .get(hash, now_secs);
+            .get(token, now_secs);
         let t = &self.vm.telemetry;
         t.inc(Some(if hit.is_some() {
             t.registry.token_cache_hits
@@ -337,21 +352,40 @@ impl Keys for VmKeys<'_> {
         hit
     }
 
-    fn cache_put(&self, hash: TokenHash, entry: CachedToken) {
+    fn cache_put(&self, token: &[u8], entry: CachedToken) {
         if let Ok(mut c) = self.vm.token_cache.try_borrow_mut() {
-            c.insert(hash, entry);
+            c.insert(token, entry);
         }
     }
 
-    fn cache_drop(&self, hash: &TokenHash) {
+    fn cache_drop(&self, token: &[u8]) {
         if let Ok(mut c) = self.vm.token_cache.try_borrow_mut() {
-            c.remove(hash);
+            c.remove(token);
         }
     }
 
-    fn cache_key_seen(&self, hash: &TokenHash, gen: u64, until_secs: Option<u64>) {
+    fn cache_key_seen(&self, token: &[u8], gen: u64, until_secs: Option<u64>) {
         if let Ok(mut c) = self.vm.token_cache.try_borrow_mut() {
-            c.refresh_gen(hash, gen, until_secs);
+            c.refresh_gen(token, gen, until_secs);
+        }
+    }
+
+    fn forged_seen(&self, provider: usize, gen: u64, token: &[u8]) -> bool {
+        let hit = self
+            .vm
+            .forged
+            .try_borrow_mut()
+            .is_ok_and(|mut f| f.contains(provider, gen, token));
+        if hit {
+            let t = &self.vm.telemetry;
+            t.inc(Some(t.registry.forged_cache_hits));
+        }
+        hit
+    }
+
+    fn forged_put(&self, provider: usize, gen: u64, token: &[u8]) {
+        if let Ok(mut f) = self.vm.forged.try_borrow_mut() {
+            f.insert(provider, gen, token);
         }
     }
 
@@ -389,7 +423,6 @@ impl Vm {
         config: &Config,
         rule: &Rule,
         tokens: &[Vec<u8>],
-        digests: &[TokenHash],
         now_ms: u64,
         may_wait: bool,
     ) -> Outcome {
@@ -402,7 +435,7 @@ impl Vm {
             now_ms,
             may_wait,
         };
-        authenticate_digested(config, requirement, tokens, digests, &keys, now_ms / 1000)
+        authenticate(config, requirement, tokens, &keys, now_ms / 1000)
     }
 
     fn anything_missing(&self, now_ms: u64) -> bool {
@@ -637,16 +670,13 @@ impl Root {
                     decided.push((w, Outcome::Deny(Denial::NoRule)));
                     continue;
                 };
-                match vm.decide(
-                    &config,
-                    rule,
-                    &w.tokens,
-                    &w.digests,
-                    now,
-                    now < w.deadline_ms,
-                ) {
+                match vm.decide(&config, rule, &w.tokens, now, now < w.deadline_ms) {
                     Outcome::Wait(_) => still.push(w),
-                    outcome => decided.push((w, outcome)),
+                    outcome => {
+                        let mut w = w;
+                        w.ctx.note_token(&config, &outcome, &w.tokens);
+                        decided.push((w, outcome))
+                    }
                 }
             }
         }
@@ -920,6 +950,7 @@ impl RootContext for Root {
             vm.backend = Some(backend);
             vm.telemetry = telemetry;
             vm.token_cache = RefCell::new(TokenCache::new(config.token_cache_size));
+            vm.forged = RefCell::new(ForgedCache::default());
             vm.holder = holder;
             vm.config = Some(config);
             vm.caches = caches;
@@ -1163,8 +1194,6 @@ impl HttpContext for Http {
                 now_ms,
             } => (rule, requirement, tokens, now_ms),
         };
-        let digests: Vec<TokenHash> = tokens.iter().map(|t| digest(t)).collect();
-        ctx.token_hash = digests.first().map(audit::short_hash);
         let outcome = {
             let mut vm = self.vm.borrow_mut();
             // Within the refresh window (or without keys) a small shared-data read per request lets
@@ -1177,7 +1206,7 @@ impl HttpContext for Http {
             {
                 vm.sync_all();
             }
-            vm.decide(&config, rule, &tokens, &digests, now, true)
+            vm.decide(&config, rule, &tokens, now, true)
         };
         if let Outcome::Wait(_) = outcome {
             self.parked.set(true);
@@ -1185,7 +1214,6 @@ impl HttpContext for Http {
                 context_id: self.context_id,
                 rule: RuleRef::of(&config, rule),
                 tokens,
-                digests,
                 deadline_ms: now.saturating_add(config.jwks_wait_timeout_ms),
                 parked: self.parked.clone(),
                 ctx,
@@ -1194,6 +1222,7 @@ impl HttpContext for Http {
             let _ = hostcalls::set_tick_period(FAST_TICK);
             return Action::Pause;
         }
+        ctx.note_token(&config, &outcome, &tokens);
         if carry_out(
             &config,
             &telemetry,

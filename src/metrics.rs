@@ -100,6 +100,8 @@ pub struct Registry {
     pub cors_preflights: usize,
     pub token_cache_hits: usize,
     pub token_cache_misses: usize,
+    /// Forged tokens answered `bad_signature` from the forged-token memory, without a signature check.
+    pub forged_cache_hits: usize,
     /// Linear memory of the wasm VM that reported last (every worker VM reports on its tick).
     pub vm_memory_bytes: usize,
     /// `jwt_guard.signature_backend.backend.<host|wasm>`: 1 for the backend in use, 0 for the other.
@@ -199,6 +201,7 @@ impl Registry {
         r.cors_preflights = r.add("jwt_guard.cors_preflights".to_owned(), Kind::Counter);
         r.token_cache_hits = r.add("jwt_guard.token_cache_hits".to_owned(), Kind::Counter);
         r.token_cache_misses = r.add("jwt_guard.token_cache_misses".to_owned(), Kind::Counter);
+        r.forged_cache_hits = r.add("jwt_guard.forged_cache_hits".to_owned(), Kind::Counter);
         r.vm_memory_bytes = r.add("jwt_guard.vm_memory_bytes".to_owned(), Kind::Gauge);
         for b in crate::crypto::Backend::ALL {
             let idx = r.add(

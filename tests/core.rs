@@ -1853,7 +1853,7 @@ mod request_path {
 
 mod cache {
     use super::*;
-    use jwt_guard::tokencache::{CachedToken, TokenCache, TokenHash};
+    use jwt_guard::tokencache::{CachedToken, ForgedCache, TokenCache};
     use std::cell::{Cell, RefCell};
 
     /// What the key cache says besides "ready": the set went past max_stale with refreshes failing
@@ -1873,6 +1873,11 @@ mod cache {
         key_reads: Cell<usize>,
         outage: Cell<Option<Outage>>,
         cache: RefCell<TokenCache>,
+        forged: RefCell<ForgedCache>,
+        /// Forged-memory answers, and failed signature checks remembered (one per verification that
+        /// failed: every other failure path is cheaper and not remembered).
+        forged_hits: Cell<usize>,
+        forged_puts: Cell<usize>,
     }
 
     impl Keys for CachingKeys<'_> {
@@ -1894,17 +1899,27 @@ mod cache {
         fn generation(&self, _: usize) -> u64 {
             self.gen.get()
         }
-        fn cache_get(&self, h: &TokenHash, now: u64) -> Option<CachedToken> {
+        fn cache_get(&self, h: &[u8], now: u64) -> Option<CachedToken> {
             self.cache.borrow_mut().get(h, now)
         }
-        fn cache_put(&self, h: TokenHash, e: CachedToken) {
+        fn cache_put(&self, h: &[u8], e: CachedToken) {
             self.cache.borrow_mut().insert(h, e)
         }
-        fn cache_drop(&self, h: &TokenHash) {
+        fn cache_drop(&self, h: &[u8]) {
             self.cache.borrow_mut().remove(h)
         }
-        fn cache_key_seen(&self, h: &TokenHash, gen: u64, until: Option<u64>) {
+        fn cache_key_seen(&self, h: &[u8], gen: u64, until: Option<u64>) {
             self.cache.borrow_mut().refresh_gen(h, gen, until)
+        }
+        fn forged_seen(&self, provider: usize, gen: u64, token: &[u8]) -> bool {
+            let hit = self.forged.borrow_mut().contains(provider, gen, token);
+            self.forged_hits
+                .set(self.forged_hits.get() + usize::from(hit));
+            hit
+        }
+        fn forged_put(&self, provider: usize, gen: u64, token: &[u8]) {
+            self.forged_puts.set(self.forged_puts.get() + 1);
+            self.forged.borrow_mut().insert(provider, gen, token)
         }
     }
 
@@ -1916,7 +1931,107 @@ mod cache {
             key_reads: Cell::new(0),
             outage: Cell::new(None),
             cache: RefCell::new(TokenCache::new(16)),
+            forged: RefCell::new(ForgedCache::default()),
+            forged_hits: Cell::new(0),
+            forged_puts: Cell::new(0),
         }
+    }
+
+    fn run(cfg: &Config, k: &CachingKeys<'_>, token: &[u8], now: u64) -> String {
+        let outcome = authenticate(cfg, requirement(cfg), &[token.to_vec()], k, now);
+        code(&outcome).to_owned()
+    }
+
+    #[test]
+    fn a_forged_token_sent_again_is_denied_without_a_signature_check() {
+        let f = fixtures();
+        let cfg = config();
+        let k = keys(&cfg);
+        let forged = jws(
+            &f.rogue,
+            json!({"alg": "RS256", "kid": "rsa-1"}),
+            with(claims(), json!({"exp": NOW + 100})),
+        );
+        assert_eq!(run(&cfg, &k, &forged, NOW), "bad_signature");
+        assert_eq!((k.forged_hits.get(), k.forged_puts.get()), (0, 1));
+        for i in 1..=3 {
+            assert_eq!(run(&cfg, &k, &forged, NOW + 1), "bad_signature");
+            assert_eq!((k.forged_hits.get(), k.forged_puts.get()), (i, 1));
+        }
+        assert!(
+            k.cache.borrow().is_empty(),
+            "nothing forged in the verified-token cache"
+        );
+        // Every cheaper check still runs first: past exp + skew it is expired, like any token.
+        assert_eq!(run(&cfg, &k, &forged, NOW + 161), "expired");
+        assert_eq!(k.forged_hits.get(), 3);
+    }
+
+    #[test]
+    fn a_new_key_set_generation_verifies_a_remembered_token_again() {
+        let f = fixtures();
+        let cfg = config();
+        let k = keys(&cfg);
+        let forged = jws(&f.rogue, json!({"alg": "RS256", "kid": "rsa-1"}), claims());
+        assert_eq!(run(&cfg, &k, &forged, NOW), "bad_signature");
+        assert_eq!(run(&cfg, &k, &forged, NOW), "bad_signature");
+        assert_eq!((k.forged_hits.get(), k.forged_puts.get()), (1, 1));
+        k.gen.set(2);
+        assert_eq!(run(&cfg, &k, &forged, NOW), "bad_signature");
+        assert_eq!(
+            (k.forged_hits.get(), k.forged_puts.get()),
+            (1, 2),
+            "verified again against generation 2"
+        );
+        assert_eq!(run(&cfg, &k, &forged, NOW), "bad_signature");
+        assert_eq!(k.forged_hits.get(), 2);
+    }
+
+    #[test]
+    fn one_changed_character_is_verified_again() {
+        let f = fixtures();
+        let cfg = config();
+        let k = keys(&cfg);
+        let forged = jws(&f.rogue, json!({"alg": "RS256", "kid": "rsa-1"}), claims());
+        assert_eq!(run(&cfg, &k, &forged, NOW), "bad_signature");
+        // Change one character of the signature (another valid base64url character).
+        let mut other = forged.clone();
+        let i = other.len() - 5;
+        other[i] = if other[i] == b'A' { b'B' } else { b'A' };
+        assert_eq!(run(&cfg, &k, &other, NOW), "bad_signature");
+        assert_eq!((k.forged_hits.get(), k.forged_puts.get()), (0, 2));
+        assert_eq!(run(&cfg, &k, &other, NOW), "bad_signature");
+        assert_eq!((k.forged_hits.get(), k.forged_puts.get()), (1, 2));
+        // A valid token with one character of its signature changed fails and is remembered; the
+        // valid token itself is still verified and allowed.
+        let valid = rs256(&f, claims());
+        let mut broken = valid.clone();
+        let i = broken.len() - 5;
+        broken[i] = if broken[i] == b'A' { b'B' } else { b'A' };
+        assert_eq!(run(&cfg, &k, &broken, NOW), "bad_signature");
+        assert_eq!(run(&cfg, &k, &valid, NOW), "allow");
+        assert_eq!((k.forged_hits.get(), k.forged_puts.get()), (1, 3));
+    }
+
+    #[test]
+    fn a_valid_token_is_never_answered_from_the_forged_memory() {
+        let f = fixtures();
+        let cfg = config();
+        let mut k = keys(&cfg);
+        // No verified-token cache: every request verifies its signature.
+        k.cache = RefCell::new(TokenCache::new(0));
+        let valid = rs256(&f, claims());
+        for _ in 0..3 {
+            assert_eq!(run(&cfg, &k, &valid, NOW), "allow");
+        }
+        assert_eq!((k.forged_hits.get(), k.forged_puts.get()), (0, 0));
+        assert!(k.forged.borrow().is_empty());
+        // Other failures are not remembered either: unknown kid, key mismatch, expired.
+        let unknown = jws(&f.rsa1, json!({"alg": "RS256", "kid": "nope"}), claims());
+        assert_eq!(run(&cfg, &k, &unknown, NOW), "unknown_kid");
+        let expired = rs256(&f, with(claims(), json!({"exp": NOW - 61})));
+        assert_eq!(run(&cfg, &k, &expired, NOW), "expired");
+        assert!(k.forged.borrow().is_empty());
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn dashboard_queries_only_defined_metrics() {
             "jwt_guard_cors_preflights",
             "jwt_guard_decision_latency_us",
             "jwt_guard_decisions",
+            "jwt_guard_forged_cache_hits",
             "jwt_guard_jwks_age_seconds",
             "jwt_guard_jwks_fetch",
             "jwt_guard_jwks_keys",
