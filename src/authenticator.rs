@@ -341,15 +341,11 @@ fn verify_signature(
             if keys.forged_seen(index, gen, raw) {
                 return deny(Denial::BadSignature);
             }
+            let verifier = keys.verifier();
             candidates
                 .iter()
                 .find(|k| {
-                    keys.verifier().verify(
-                        token.alg,
-                        &k.key,
-                        &token.signing_input,
-                        &token.signature,
-                    )
+                    verifier.verify(token.alg, &k.key, &token.signing_input, &token.signature)
                 })
                 .map(|k| (k.raw.clone(), k.until_ms))
                 .map_or_else(

@@ -145,14 +145,6 @@ impl Curve {
         }
     }
 
-    pub fn jwk_name(self) -> &'static str {
-        match self {
-            Curve::P256 => "P-256",
-            Curve::P384 => "P-384",
-            Curve::P521 => "P-521",
-        }
-    }
-
     /// Bytes of a coordinate, and of each of r and s in a JWS signature (RFC 7518 §3.4).
     pub fn size(self) -> usize {
         match self {
