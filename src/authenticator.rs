@@ -80,12 +80,33 @@ pub enum Outcome {
     Wait(usize),
 }
 
+/// `authenticate_at_ms` at a whole second.
 pub fn authenticate(
     config: &Config,
     requirement: &Requirement,
     tokens: &[Vec<u8>],
     keys: &dyn Keys,
     now_secs: u64,
+) -> Outcome {
+    authenticate_at_ms(
+        config,
+        requirement,
+        tokens,
+        keys,
+        now_secs.saturating_mul(1000),
+    )
+}
+
+/// Decides the request's tokens at `now_ms`. Token times (`exp`, `nbf`, `iat`) are whole seconds and
+/// are checked at `now_ms / 1000`; a retired key's grace deadline is in milliseconds and is checked
+/// at `now_ms` itself, on the cached path as on the full one, so every worker stops using a key at
+/// the same instant.
+pub fn authenticate_at_ms(
+    config: &Config,
+    requirement: &Requirement,
+    tokens: &[Vec<u8>],
+    keys: &dyn Keys,
+    now_ms: u64,
 ) -> Outcome {
     if tokens.is_empty() {
         return if requirement.allow_missing {
@@ -96,7 +117,7 @@ pub fn authenticate(
     }
     let mut identity = None;
     for token in tokens {
-        match check_token(config, requirement, token, keys, now_secs) {
+        match check_token(config, requirement, token, keys, now_ms) {
             Outcome::Allow(Some(v)) => {
                 identity.get_or_insert(v);
             }
@@ -118,9 +139,10 @@ fn check_token(
     requirement: &Requirement,
     token: &[u8],
     keys: &dyn Keys,
-    now: u64,
+    now_ms: u64,
 ) -> Outcome {
-    if let Some(outcome) = check_cached(config, requirement, token, keys, now) {
+    let now = now_ms / 1000;
+    if let Some(outcome) = check_cached(config, requirement, token, keys, now_ms) {
         return outcome;
     }
     let providers = || {
@@ -157,7 +179,7 @@ fn check_token(
             now,
         )
         .map_err(Outcome::Deny)
-        .and_then(|()| verify_signature(index, token, &parsed, keys, now));
+        .and_then(|()| verify_signature(index, token, &parsed, keys, now_ms));
         match checked {
             Ok((key_raw, key_until_ms)) => {
                 let claims = Rc::new(parsed.claims);
@@ -206,8 +228,9 @@ fn check_cached(
     requirement: &Requirement,
     token: &[u8],
     keys: &dyn Keys,
-    now: u64,
+    now_ms: u64,
 ) -> Option<Outcome> {
+    let now = now_ms / 1000;
     let token_len = token.len();
     let hit = keys.cache_get(token, now)?;
     let provider = config.providers.get(hit.provider)?;
@@ -228,7 +251,6 @@ fn check_cached(
     let KeyState::Ready(set) = keys.keys(hit.provider) else {
         return None;
     };
-    let now_ms = now.saturating_mul(1000);
     let key = match set.lookup(hit.kid.as_deref(), hit.alg, now_ms) {
         KeyLookup::Found(candidates) => candidates
             .into_iter()
@@ -320,7 +342,7 @@ fn verify_signature(
     raw: &[u8],
     token: &UntrustedToken,
     keys: &dyn Keys,
-    now: u64,
+    now_ms: u64,
 ) -> Result<(Rc<Value>, Option<u64>), Outcome> {
     let deny = |d| Err(Outcome::Deny(d));
     let set = match keys.keys(index) {
@@ -328,7 +350,7 @@ fn verify_signature(
         KeyState::Pending => return Err(Outcome::Wait(index)),
         KeyState::Unavailable => return deny(Denial::KeysUnavailable),
     };
-    match set.lookup(token.kid.as_deref(), token.alg, now.saturating_mul(1000)) {
+    match set.lookup(token.kid.as_deref(), token.alg, now_ms) {
         KeyLookup::UnknownKid if token.kid.is_some() && keys.unknown_kid(index) => {
             Err(Outcome::Wait(index))
         }

@@ -10,7 +10,7 @@
 //! past the filter before it is decided.
 
 use crate::audit;
-use crate::authenticator::{authenticate, KeyState, Keys, Outcome};
+use crate::authenticator::{authenticate_at_ms, KeyState, Keys, Outcome};
 use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{BackendChoice, Config, JwksSource, Mode, Rule};
 use crate::crypto::{self, Backend, Verifier};
@@ -435,7 +435,7 @@ impl Vm {
             now_ms,
             may_wait,
         };
-        authenticate(config, requirement, tokens, &keys, now_ms / 1000)
+        authenticate_at_ms(config, requirement, tokens, &keys, now_ms)
     }
 
     fn anything_missing(&self, now_ms: u64) -> bool {

@@ -2202,4 +2202,44 @@ mod cache {
         assert_eq!(code(&run_cached(&cfg, &k, &token)), "unknown_kid");
         assert!(k.cache.borrow().is_empty());
     }
+
+    #[test]
+    fn a_retired_key_stops_at_its_grace_deadline_to_the_millisecond_cached_or_not() {
+        let f = fixtures();
+        let cfg = config();
+        let mut k = keys(&cfg);
+        let cached = rs256(&f, claims());
+        let fresh = rs256(&f, with(claims(), json!({"jti": "another token"})));
+        let at = |k: &CachingKeys<'_>, token: &[u8], ms: u64| {
+            code(&jwt_guard::authenticator::authenticate_at_ms(
+                &cfg,
+                requirement(&cfg),
+                &[token.to_vec()],
+                k,
+                ms,
+            ))
+            .to_owned()
+        };
+        assert_eq!(at(&k, &cached, NOW * 1000), "allow");
+        // rsa-1 leaves the JWKS; it is retired with a deadline half-way through a second.
+        let JwksSource::Local(previous) = &cfg.providers[0].jwks else {
+            panic!("local keys")
+        };
+        let mut next = KeySet::parse(
+            json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("set");
+        let deadline = NOW * 1000 + 1500;
+        next.retire_from(previous, NOW * 1000 + 1000, 500);
+        k.replacement = Some(next);
+        k.gen.set(2);
+        assert_eq!(at(&k, &cached, deadline - 1), "allow", "cached, in grace");
+        assert_eq!(at(&k, &fresh, deadline - 1), "allow", "uncached, in grace");
+        // In the same second, at the deadline: neither the cached entry nor a full check uses it
+        // (with whole seconds, every worker would keep the key up to a second longer, each its own).
+        assert_eq!(at(&k, &cached, deadline), "unknown_kid");
+        assert_eq!(at(&k, &fresh, deadline), "unknown_kid");
+    }
 }
