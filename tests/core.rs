@@ -2113,14 +2113,7 @@ mod cache {
         );
         assert_eq!(k.cache.borrow().hits, 1);
         // Generation 3 without rsa-1: the entry goes, and the full path denies the token.
-        k.replacement = Some(
-            jwt_guard::jwks::KeySet::parse(
-                json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
-                    .to_string()
-                    .as_bytes(),
-            )
-            .expect("set"),
-        );
+        k.replacement = Some(ec_only_set());
         k.gen.set(3);
         let outcome = authenticate(
             &cfg,
@@ -2154,6 +2147,16 @@ mod cache {
     }
 
     // ---------- a cached token is only as good as its key ----------
+
+    /// A key set holding only ec-1: the RSA key the tests' tokens are signed with has left it.
+    fn ec_only_set() -> KeySet {
+        KeySet::parse(
+            json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("set")
+    }
 
     fn run_cached(cfg: &Config, k: &CachingKeys<'_>, token: &[u8]) -> Outcome {
         authenticate(cfg, requirement(cfg), &[token.to_vec()], k, NOW + 1)
@@ -2191,14 +2194,7 @@ mod cache {
         let token = rs256(&f, claims());
         assert_eq!(code(&run_cached(&cfg, &k, &token)), "allow");
         // A set without the verifying key, generation unchanged: only the lookup can tell.
-        k.replacement = Some(
-            KeySet::parse(
-                json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
-                    .to_string()
-                    .as_bytes(),
-            )
-            .expect("set"),
-        );
+        k.replacement = Some(ec_only_set());
         assert_eq!(code(&run_cached(&cfg, &k, &token)), "unknown_kid");
         assert!(k.cache.borrow().is_empty());
     }
@@ -2225,12 +2221,7 @@ mod cache {
         let JwksSource::Local(previous) = &cfg.providers[0].jwks else {
             panic!("local keys")
         };
-        let mut next = KeySet::parse(
-            json!({"keys": [ec_jwk("ec-1", "P-256", 32)]})
-                .to_string()
-                .as_bytes(),
-        )
-        .expect("set");
+        let mut next = ec_only_set();
         let deadline = NOW * 1000 + 1500;
         next.retire_from(previous, NOW * 1000 + 1000, 500);
         k.replacement = Some(next);
