@@ -100,6 +100,9 @@ pub struct BenchOptions {
     pub out: PathBuf,
     pub wasm: PathBuf,
     pub floor_wasm: PathBuf,
+    /// The workloads to measure (`--workloads hot,cold`; default all of [`WORKLOADS`]), for a quicker run
+    /// while working on one path. The tables show the others as not measured.
+    pub workloads: Vec<&'static str>,
 }
 
 // Default time budget (must stay under ~6 minutes). Per algorithm 19 cells (hot: all 8 configurations; cold:
@@ -125,7 +128,26 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
         "out",
         "wasm",
         "floor-wasm",
+        "workloads",
     ])?;
+    let workloads = match args.get("workloads", None) {
+        None => WORKLOADS.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|w| {
+                WORKLOADS
+                    .iter()
+                    .copied()
+                    .find(|k| *k == w.trim())
+                    .ok_or_else(|| {
+                        format!(
+                            "--workloads: unknown workload {w:?} (known: {})",
+                            WORKLOADS.join(", ")
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     let resolve = |p: String| {
         let p = PathBuf::from(p);
         if p.is_absolute() {
@@ -152,6 +174,7 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
             args.get("floor-wasm", Some("WASM_FLOOR"))
                 .unwrap_or_else(|| "target/wasm32-wasip1/release/wasm_floor.wasm".into()),
         ),
+        workloads,
     };
     if opts.rounds == 0 || opts.duration_s == 0 || opts.connections == 0 || opts.tokens < 4 {
         return Err("--rounds, --duration, --connections must be > 0 and --tokens >= 4".into());
@@ -320,7 +343,7 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
     let plan: Vec<(&str, &str, &str)> = algs
         .iter()
         .flat_map(|a| {
-            WORKLOADS.iter().flat_map(move |w| {
+            opts.workloads.iter().flat_map(move |w| {
                 CONFIGS
                     .iter()
                     .filter(move |c| measured(c, w))
@@ -379,7 +402,7 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
     let bench_started = Instant::now();
     for round in 0..opts.rounds {
         for alg in &algs {
-            for w in WORKLOADS {
+            for w in &opts.workloads {
                 let f = &files[&(alg.to_string(), w.to_string())];
                 // Rotate the configuration order each round so no configuration always runs first.
                 for k in 0..units.len() {
@@ -460,7 +483,7 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
             "configs_skipped": skipped,
             "algs": algs,
             "algs_missing": missing_algs,
-            "workloads": WORKLOADS,
+            "workloads": opts.workloads,
             "cells": plan.iter().map(|(a, w, c)| format!("{a}/{w}/{c}")).collect::<Vec<_>>(),
             "cpu_note": "cpu_us_per_req = CPU time of the configuration's Envoy process(es) (sum over threads of /proc/<pid>/task/*/schedstat, ns; ext_authz: front + central) read right before and after each wrk run, divided by the requests wrk completed",
             "jwt_guard_config": plugin_config("enforce"),
