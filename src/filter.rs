@@ -1,7 +1,8 @@
 //! The only module that talks to proxy-wasm. It reads the request, asks the pure core for a decision,
 //! and carries it out; fetches JWKS with `dispatch_http_call` from the root context and shares them
-//! through `keycache`. Host calls go through `hostcalls::*` (which return `Result`) rather than the SDK
-//! trait helpers that unwrap, so a host error becomes a logged, fail-closed outcome, never a trap.
+//! through `keycache`. Host calls go through `hostcall` (raw imports, every status a value) rather
+//! than the SDK's helpers, which panic on statuses they do not expect, so a host error becomes a
+//! logged, fail-closed outcome, never a trap.
 //!
 //! Waiting for keys: a request that needs keys not yet present is paused and parked in its VM's
 //! `waiters`. The root context's tick (fast while anything waits or keys are missing) syncs shared
@@ -17,7 +18,7 @@ use crate::crypto::{self, Backend, Verifier};
 use crate::error::Denial;
 use crate::extractor::{HeaderList, RequestView};
 use crate::fetcher::{self, Stage};
-use crate::hostcall::ProxyWasmHost;
+use crate::hostcall::{self as hostcalls, HostStatus, ProxyWasmHost};
 use crate::jwks;
 use crate::keycache::{
     self, Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid,
@@ -27,15 +28,12 @@ use crate::policy;
 use crate::request::{self, Prepared, Step};
 use crate::response::deny_response;
 use crate::tokencache::{CachedToken, ForgedCache, TokenCache};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
-
-const FAST_TICK: Duration = Duration::from_millis(keycache::FAST_TICK_MS);
+use std::time::Duration;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -61,15 +59,12 @@ struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), Some(cas))) => Some((value, cas)),
-            _ => None,
-        }
+        hostcalls::get_shared_data(key).ok().flatten()
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match hostcalls::set_shared_data(key, value, cas) {
             Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(HostStatus::CAS_MISMATCH) => Err(StoreError::CasMismatch),
             Err(_) => Err(StoreError::Other),
         }
     }
@@ -121,10 +116,9 @@ impl ReqCtx {
 }
 
 fn now_ns() -> Option<u128> {
-    hostcalls::get_current_time()
+    hostcalls::current_time_ns()
         .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
+        .map(u128::from)
         .filter(|ns| *ns > 0)
 }
 
@@ -225,7 +219,7 @@ impl Telemetry {
         }
         .to_json();
         if audit.filter_state
-            && hostcalls::set_property(vec![AUDIT_FILTER_STATE], Some(record.as_bytes())).is_err()
+            && hostcalls::set_property(&[AUDIT_FILTER_STATE], record.as_bytes()).is_err()
         {
             log(
                 LogLevel::Debug,
@@ -455,7 +449,7 @@ fn send_denial(config: &Config, denial: &Denial) {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    if let Err(status) = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())) {
+    if let Err(status) = hostcalls::send_local_response(r.status, &headers, r.body.as_bytes()) {
         log(
             LogLevel::Error,
             &format!("could not send the {} response: {status:?}", r.status),
@@ -526,7 +520,13 @@ impl Root {
             ("accept", "application/json"),
         ];
         let timeout = Duration::from_millis(remote.timeout_ms);
-        match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            &remote.cluster,
+            headers,
+            None,
+            vec![],
+            timeout,
+        ) {
             Ok(token) => {
                 let give_up_ms = now.saturating_add(remote.timeout_ms).saturating_add(1_000);
                 self.vm.borrow_mut().in_flight.insert(
@@ -734,7 +734,7 @@ impl Root {
             vm.anything_missing(now),
             vm.caches.iter().flatten().map(|c| c.next_event_ms(now)),
         );
-        if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
+        if let Err(status) = hostcalls::set_tick_period_ms(period) {
             // Runs on every tick: at warn level a failing host would flood the log; the previous
             // period stays in force, so nothing else is to be done here.
             log(
@@ -770,9 +770,10 @@ impl Context for Root {
         let Some(provider) = config.providers.get(call.provider) else {
             return;
         };
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        let status = hostcalls::header_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
-            .flatten();
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok());
         // A failed answer's first bytes tell Envoy's own local replies from the IdP's.
         let body_start = if status.as_deref() == Some("200") {
             Vec::new()
@@ -959,7 +960,7 @@ impl RootContext for Root {
         }
         // The first fetch starts on the first tick, not here: at configure time Envoy's clusters may
         // not be initialised yet, and a call dispatched then can be lost (seen with Envoy 1.40).
-        let _ = hostcalls::set_tick_period(FAST_TICK);
+        let _ = hostcalls::set_tick_period_ms(keycache::FAST_TICK_MS);
         true
     }
 
@@ -1033,7 +1034,9 @@ fn carry_out(
         return false;
     }
     for (name, value) in &plan.set_headers {
-        if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).is_err() {
+        // Every header the filter sets was stripped from the request in every spelling first
+        // (`Config::managed_headers`), and each is set once: adding is replacing, and cheaper.
+        if hostcalls::add_header(MapType::HttpRequestHeaders, name, value.as_bytes()).is_err() {
             // An identity header that cannot be set must not leave the request half-described.
             log(LogLevel::Error, &format!("could not set {name}; denying"));
             send_denial(config, &Denial::Internal);
@@ -1073,22 +1076,18 @@ fn deny_without_rule(config: &Config, telemetry: &Telemetry, denial: Denial, ctx
 /// Removes the client headers and tokens `request::prepare` named. False if the host refused one
 /// of the operations: the request then fails closed.
 fn apply_removals(prepared: &Prepared) -> bool {
-    let remove = |name: &str| {
-        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None).is_ok()
-    };
+    let remove = |name: &str| hostcalls::remove_header(MapType::HttpRequestHeaders, name).is_ok();
     let mut ok = prepared.strip.iter().all(|n| remove(n));
     let scrub = &prepared.scrub;
     ok &= scrub.remove_headers.iter().all(|n| remove(n));
     if let Some(new_path) = &scrub.path {
-        ok &= hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":path", Some(new_path))
-            .is_ok();
+        ok &= hostcalls::replace_header(MapType::HttpRequestHeaders, ":path", new_path).is_ok();
     }
     if let Some(new_cookie) = &scrub.cookie {
-        ok &= hostcalls::set_map_value_bytes(
-            MapType::HttpRequestHeaders,
-            "cookie",
-            new_cookie.as_deref(),
-        )
+        ok &= match new_cookie {
+            Some(c) => hostcalls::replace_header(MapType::HttpRequestHeaders, "cookie", c),
+            None => hostcalls::remove_header(MapType::HttpRequestHeaders, "cookie"),
+        }
         .is_ok();
     }
     ok
@@ -1103,9 +1102,14 @@ struct Http {
 /// The request headers, read from the host once per request (one host call instead of one per
 /// header). Envoy hands header names over lowercase.
 fn read_headers() -> Option<HeaderList> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-        .ok()
-        .map(HeaderList)
+    let bytes = hostcalls::header_pairs(MapType::HttpRequestHeaders).ok()?;
+    let pairs = crate::wire::parse_pairs(&bytes)?;
+    Some(HeaderList(
+        pairs
+            .into_iter()
+            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.to_vec()))
+            .collect(),
+    ))
 }
 
 impl Context for Http {
@@ -1155,7 +1159,7 @@ impl HttpContext for Http {
             token_hash: None,
         };
         let route_name = if config.uses_route_names {
-            hostcalls::get_property(vec!["xds", "route_name"])
+            hostcalls::get_property(&["xds", "route_name"])
                 .ok()
                 .flatten()
         } else {
@@ -1219,7 +1223,7 @@ impl HttpContext for Http {
                 ctx,
             });
             // Sets the tick of this VM's root context, so the wait is noticed quickly.
-            let _ = hostcalls::set_tick_period(FAST_TICK);
+            let _ = hostcalls::set_tick_period_ms(keycache::FAST_TICK_MS);
             return Action::Pause;
         }
         ctx.note_token(&config, &outcome, &tokens);
@@ -1260,5 +1264,5 @@ fn send_denial_unconfigured() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
+    let _ = hostcalls::send_local_response(r.status, &headers, r.body.as_bytes());
 }

@@ -27,6 +27,7 @@ pub mod rsa_fast;
 pub mod rules;
 pub mod token;
 pub mod tokencache;
+pub mod wire;
 
 /// The proxy-wasm entry points. Behind the default `filter` feature so that another wasm module (the
 /// harness's vector probe) can link the core without exporting a second root context.
