@@ -76,6 +76,9 @@ pub enum Outcome {
     /// `None` only when the rule has `allow_missing` and no token was presented.
     Allow(Option<Verified>),
     Deny(Denial),
+    /// A valid token whose claims the rule's requirement refuses (scope, claims): the identity is
+    /// kept so a shadow line and an audit record can say who would have been denied.
+    Forbidden(Verified, Denial),
     /// Keys for this provider are pending; decide again when they arrive.
     Wait(usize),
 }
@@ -130,7 +133,7 @@ pub fn authenticate_at_ms(
     };
     match authorize(requirement, &identity.claims) {
         Ok(()) => Outcome::Allow(Some(identity)),
-        Err(d) => Outcome::Deny(d),
+        Err(d) => Outcome::Forbidden(identity, d),
     }
 }
 
@@ -214,7 +217,8 @@ fn check_token(
             Err(Outcome::Deny(d)) => {
                 first_denial.get_or_insert(d);
             }
-            Err(Outcome::Allow(_)) => {}
+            // Not produced by verification (authorization runs after it).
+            Err(Outcome::Allow(_) | Outcome::Forbidden(..)) => {}
         }
     }
     Outcome::Deny(first_denial.unwrap_or(Denial::WrongIssuer))

@@ -109,7 +109,7 @@ impl ReqCtx {
             return;
         }
         self.token_hash = match outcome {
-            Outcome::Allow(Some(v)) => Some(v.token_hash.clone()),
+            Outcome::Allow(Some(v)) | Outcome::Forbidden(v, _) => Some(v.token_hash.clone()),
             _ => tokens.first().map(|t| Rc::from(audit::token_hash(t))),
         };
     }

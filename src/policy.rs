@@ -6,7 +6,7 @@
 //!
 //! Nothing else can turn an error into access.
 
-use crate::authenticator::{claim, Outcome};
+use crate::authenticator::{claim, Outcome, Verified};
 use crate::config::{Config, Mode, OnKeysUnavailable, Rule, DEGRADED_HEADER, SHADOW_HEADER};
 use crate::error::Denial;
 use crate::headers::{identity_headers, Dropped};
@@ -41,14 +41,25 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-fn sub_of(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Allow(Some(v)) => match claim(&v.claims, "sub").and_then(|s| s.as_str()) {
-            Some(s) if s.len() <= 256 && !s.bytes().any(|b| b.is_ascii_control()) => s.to_owned(),
-            _ => "-".to_owned(),
-        },
+/// The `sub` for a log line: a short string without control characters, else `-`.
+fn sub_for_log(identity: Option<&Verified>) -> String {
+    match identity.and_then(|v| claim(&v.claims, "sub")).and_then(|s| s.as_str()) {
+        Some(s) if s.len() <= 256 && !s.bytes().any(|b| b.is_ascii_control()) => s.to_owned(),
         _ => "-".to_owned(),
     }
+}
+
+/// Records the verified identity's provider, issuer, subject and tenant for the audit record.
+fn note_identity(plan: &mut Plan, config: &Config, v: &Verified) {
+    plan.provider = Some(v.provider);
+    let text = |name: &str| {
+        claim(&v.claims, name)
+            .and_then(scalar)
+            .filter(|s| s.len() <= 256)
+    };
+    plan.issuer = text("iss");
+    plan.subject = text("sub");
+    plan.tenant = text(&config.audit.tenant_claim);
 }
 
 /// `outcome` must be decided (not `Wait`); a `Wait` is treated as keys unavailable.
@@ -58,7 +69,6 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
         reason: "public",
         ..Plan::default()
     };
-    let sub = sub_of(&outcome);
     match (rule.mode, outcome) {
         (Mode::Off, _) => {}
         (_, _) if rule.requires.is_none() => {}
@@ -74,15 +84,7 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
                 "anonymous"
             };
             if let Some(v) = identity {
-                plan.provider = Some(v.provider);
-                let text = |name: &str| {
-                    claim(&v.claims, name)
-                        .and_then(scalar)
-                        .filter(|s| s.len() <= 256)
-                };
-                plan.issuer = text("iss");
-                plan.subject = text("sub");
-                plan.tenant = text(&config.audit.tenant_claim);
+                note_identity(&mut plan, config, &v);
                 if let Some(provider) = config.providers.get(v.provider) {
                     let (set, dropped) =
                         identity_headers(provider, &v.claims, config.max_header_value_bytes);
@@ -96,10 +98,17 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
             }
         }
         (mode, outcome) => {
-            let denial = match outcome {
-                Outcome::Deny(d) => d,
-                _ => Denial::KeysUnavailable,
+            let (denial, identity) = match outcome {
+                Outcome::Deny(d) => (d, None),
+                // A valid token the requirement refuses: no identity headers, but the audit
+                // record and the shadow line say whose it was.
+                Outcome::Forbidden(v, d) => (d, Some(v)),
+                _ => (Denial::KeysUnavailable, None),
             };
+            if let Some(v) = &identity {
+                note_identity(&mut plan, config, v);
+            }
+            let sub = sub_for_log(identity.as_ref());
             let code = denial.code();
             plan.reason = code;
             plan.outcome = "deny";

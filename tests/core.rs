@@ -11,7 +11,7 @@ use base64::Engine as _;
 use common::{b64u, fixture_path, hmac_sha256, pem_der, read_text, LocalKeys};
 use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPrivateKey};
 use jwt_compact::{Algorithm, AlgorithmSignature};
-use jwt_guard::authenticator::{authenticate, KeyState, Keys, Outcome};
+use jwt_guard::authenticator::{authenticate, claim, KeyState, Keys, Outcome};
 use jwt_guard::config::{Config, JwksSource, Requirement};
 use jwt_guard::crypto::Alg;
 use jwt_guard::error::Denial;
@@ -157,7 +157,7 @@ fn run(config: &Config, tokens: &[Vec<u8>]) -> Outcome {
 fn code(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Allow(_) => "allow".to_owned(),
-        Outcome::Deny(d) => d.code().to_owned(),
+        Outcome::Deny(d) | Outcome::Forbidden(_, d) => d.code().to_owned(),
         Outcome::Wait(p) => format!("wait({p})"),
     }
 }
@@ -1352,9 +1352,11 @@ fn insufficient_scope_names_the_required_scopes() {
     let f = fixtures();
     let cfg = rule_config(json!({"scopes": ["read:items"]}), "enforce", json!({}));
     let outcome = run(&cfg, &[rs256(&f, claims())]);
-    let Outcome::Deny(d) = outcome else {
+    let Outcome::Forbidden(identity, d) = outcome else {
         panic!("{outcome:?}")
     };
+    // The identity stays with the refusal, for the shadow line and the audit record.
+    assert!(claim(&identity.claims, "sub").is_some());
     let r = deny_response(&d, "test");
     assert_eq!(r.status, 403);
     let challenge = &r
@@ -1424,9 +1426,32 @@ fn modes_decide_what_happens() {
         p.log.as_deref(),
         Some("shadow rule=r would deny: reason=expired sub=-")
     );
-    let p = plan(&shadow, rule, run(&shadow, &[good]));
+    let p = plan(&shadow, rule, run(&shadow, std::slice::from_ref(&good)));
     assert_eq!(header(&p, "x-auth-shadow").as_deref(), Some("allow"));
     assert_eq!(header(&p, "x-user-sub").as_deref(), Some("alice"));
+
+    // A valid token refused for its scope: who it was stays in the log line and the audit fields,
+    // but no identity header is set for a would-deny.
+    for mode in ["shadow", "enforce"] {
+        let scoped = rule_config(json!({"scopes": ["reports:read"]}), mode, json!({}));
+        let rule = &scoped.rules[0];
+        let p = plan(&scoped, rule, run(&scoped, std::slice::from_ref(&good)));
+        assert_eq!(p.reason, "insufficient_scope", "{mode}");
+        assert_eq!(p.subject.as_deref(), Some("alice"), "{mode}");
+        assert_eq!(p.tenant.as_deref(), Some("acme"), "{mode}");
+        assert_eq!(p.provider, Some(0), "{mode}");
+        assert_eq!(header(&p, "x-user-sub"), None, "{mode}");
+        if mode == "shadow" {
+            assert_eq!(p.outcome, "would_deny");
+            assert_eq!(
+                p.log.as_deref(),
+                Some("shadow rule=r would deny: reason=insufficient_scope sub=alice")
+            );
+        } else {
+            assert_eq!(p.outcome, "deny");
+            assert_eq!(p.respond.as_ref().map(|d| d.code()), Some("insufficient_scope"));
+        }
+    }
 }
 
 #[test]
@@ -1576,7 +1601,13 @@ fn a_403_only_ever_follows_a_verified_signature() {
     let cfg = rule_config(json!({"scopes": ["read"]}), "enforce", json!({}));
     let req = cfg.rules[0].requires.as_ref().expect("requires");
     let status = |token: Vec<u8>| match authenticate(&cfg, req, &[token], &LocalKeys(&cfg), NOW) {
-        Outcome::Deny(d) => deny_response(&d, "t").status,
+        Outcome::Deny(d) => {
+            let status = deny_response(&d, "t").status;
+            assert_ne!(status, 403, "a 403 without a verified identity: {d:?}");
+            status
+        }
+        // Only a verified token can be forbidden; so a 403 follows a verified signature.
+        Outcome::Forbidden(_, d) => deny_response(&d, "t").status,
         Outcome::Allow(_) => 200,
         Outcome::Wait(_) => 0,
     };

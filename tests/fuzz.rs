@@ -328,8 +328,8 @@ fn token() {
         for (r, req) in requirements.iter().enumerate() {
             for tokens in &presentations {
                 match authenticate(&config, req, tokens, &keys, NOW) {
-                    Outcome::Allow(Some(_)) if is_valid => {}
-                    Outcome::Allow(_) => {
+                    Outcome::Allow(Some(_)) | Outcome::Forbidden(..) if is_valid => {}
+                    Outcome::Allow(_) | Outcome::Forbidden(..) => {
                         return Err(format!(
                             "rule {r}, {} token(s): ALLOWED although it is not one of the corpus's valid \
                              tokens (token malleability?)",

@@ -277,6 +277,22 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
     assert_eq!(allowed["issuer"], tokens::ISSUER);
     assert_eq!(allowed["provider"], "demo");
     assert_eq!(allowed["mode"], "shadow");
+    // A valid token refused for its scope keeps its identity in the record and in the shadow line:
+    // the operator sees who would be denied.
+    for r in records
+        .iter()
+        .filter(|r| r["decision"] == "would_deny" && r["reason"] == "insufficient_scope")
+    {
+        assert_eq!(r["subject"], "alice", "{r}");
+        assert_eq!(r["issuer"], tokens::ISSUER, "{r}");
+        assert_eq!(r["provider"], "demo", "{r}");
+    }
+    assert!(
+        stack.envoy.logs().contains(
+            "wasm log jwt_guard: shadow rule=reports would deny: reason=insufficient_scope sub=alice"
+        ),
+        "the shadow line names the subject, after a single plugin-name prefix"
+    );
     let denied = records
         .iter()
         .find(|r| r["reason"] == "bad_signature")
