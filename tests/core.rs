@@ -1449,7 +1449,10 @@ fn modes_decide_what_happens() {
             );
         } else {
             assert_eq!(p.outcome, "deny");
-            assert_eq!(p.respond.as_ref().map(|d| d.code()), Some("insufficient_scope"));
+            assert_eq!(
+                p.respond.as_ref().map(|d| d.code()),
+                Some("insufficient_scope")
+            );
         }
     }
 }

@@ -31,6 +31,11 @@ impl Args {
         Ok(Args { flags })
     }
 
+    /// Every flag as given, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.flags
+    }
+
     pub fn get(&self, name: &str, env: Option<&str>) -> Option<String> {
         self.flags
             .iter()

@@ -344,6 +344,7 @@ impl EnvoyOptions {
     ) -> Result<String, String> {
         let plugin_config =
             serde_json::to_string(&self.plugin_config).map_err(|e| e.to_string())?;
+        let text = plugin_config_as_block(text, &self.plugin_config);
         let wasm = self.wasm.to_string_lossy().into_owned();
         let mut vars: Vec<(&str, String)> = extra.to_vec();
         vars.extend([
@@ -352,7 +353,7 @@ impl EnvoyOptions {
             ("WASM_PATH", wasm),
             ("PLUGIN_CONFIG", plugin_config),
         ]);
-        let rendered = self.edge_settings.apply(render(text, &vars));
+        let rendered = self.edge_settings.apply(render(&text, &vars));
         let left = leftover_placeholders(&rendered);
         if !left.is_empty() {
             let hint = if left
@@ -395,6 +396,43 @@ impl EnvoyOptions {
             ],
         )
     }
+}
+
+/// Renders each `key: {{PLUGIN_CONFIG}}` line of `template` as a YAML literal block holding the
+/// config text line by line, so the rendered file reads (and can be edited with `sed`) like the JSON
+/// file it came from; Envoy hands the filter the same text. Configs a literal block cannot carry
+/// verbatim (control characters, non-ASCII, a first line that starts with a space, empty) are left
+/// to the JSON string literal that `render` puts in.
+fn plugin_config_as_block(template: &str, config: &str) -> String {
+    const PLACEHOLDER: &str = "{{PLUGIN_CONFIG}}";
+    let first = config.lines().find(|l| !l.trim().is_empty());
+    let carries = first.is_some_and(|l| !l.starts_with(' '))
+        && config
+            .bytes()
+            .all(|b| b == b'\n' || (b' '..=b'~').contains(&b));
+    if !carries {
+        return template.to_owned();
+    }
+    let mut out = String::with_capacity(template.len() + config.len() * 2);
+    for line in template.split_inclusive('\n') {
+        let bare = line.trim_end_matches('\n');
+        match bare.strip_suffix(PLACEHOLDER) {
+            Some(head) if head.trim_end().ends_with(':') && !head.contains(PLACEHOLDER) => {
+                let indent = " ".repeat(head.len() - head.trim_start().len() + 2);
+                out.push_str(head);
+                out.push_str("|-\n");
+                for l in config.trim_end_matches('\n').lines() {
+                    if !l.trim().is_empty() {
+                        out.push_str(&indent);
+                        out.push_str(l);
+                    }
+                    out.push('\n');
+                }
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// True if a bootstrap template takes its listeners from a file ({{LDS_PATH}}).

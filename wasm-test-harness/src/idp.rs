@@ -193,31 +193,23 @@ fn handle(state: &Mutex<State>, req: &Request) -> Reply {
     }
 }
 
-/// GET /mint?sub=&alg=&aud=&ttl=&iss=&kid= -> token as text.
+/// GET /mint?sub=&alg=&scope=&claim.NAME=&exp_in=… -> token as text (`tokens::MINT_PARAMS`); an
+/// unknown parameter or a bad value is a 400 that lists the parameters.
 fn mint(req: &Request) -> Reply {
-    let q = req.query();
-    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let alg = get("alg").unwrap_or_else(|| "ES256".into());
-    if tokens::key_for_alg(&alg).is_none() {
-        return Reply::new(
+    let query = req.query();
+    if query.iter().any(|(n, _)| n == "help") {
+        let help = format!("GET /mint parameters:\n{}", tokens::mint_help());
+        return Reply::new(200, "text/plain", help);
+    }
+    match tokens::mint_request(&query) {
+        Ok((alg, kid, claims)) => {
+            let token = tokens::mint(&alg, kid.as_deref(), &claims);
+            Reply::new(200, "text/plain", format!("{token}\n"))
+        }
+        Err(e) => Reply::new(
             400,
             "text/plain",
-            format!("unsupported alg {alg:?}; use one of {:?}\n", tokens::ALGS),
-        );
+            format!("{e}\n\nGET /mint parameters:\n{}", tokens::mint_help()),
+        ),
     }
-    let ttl: i64 = match get("ttl").unwrap_or_else(|| "3600".into()).parse() {
-        Ok(t) => t,
-        Err(_) => return Reply::new(400, "text/plain", "ttl must be an integer (seconds)\n"),
-    };
-    let now = tokens::now() as i64;
-    let claims = json!({
-        "iss": get("iss").unwrap_or_else(|| tokens::ISSUER.into()),
-        "aud": get("aud").unwrap_or_else(|| tokens::AUDIENCE.into()),
-        "sub": get("sub").unwrap_or_else(|| "alice".into()),
-        "iat": now,
-        "exp": now + ttl,
-    });
-    let kid = get("kid").or_else(|| tokens::default_kid(&alg).map(String::from));
-    let token = tokens::mint(&alg, kid.as_deref(), &claims);
-    Reply::new(200, "text/plain", format!("{token}\n"))
 }

@@ -15,36 +15,90 @@ const USAGE: &str = "\
 usage:
   wasm-test-harness demo [--wasm PATH] [--config PATH] [--template PATH] [--port N] [--admin-port N] [--idp-port N] [--concurrency N]
       Start the mock IdP, an echo upstream and Envoy with jwt-guard; print a curl command; run until Ctrl-C.
-      Defaults: --wasm $WASM or target/wasm32-wasip1/release/jwt_guard.wasm, --config envoy/plugin-config.json,
-                --template envoy/envoy.yaml, --port 10000, --admin-port 9901, --idp-port 10001, --concurrency 2.
+      Defaults: --wasm $WASM or target/wasm32-wasip1/release/jwt_guard.wasm, --config envoy/demo.json (the README's worked example),
+                --template envoy/envoy.yaml (envoy/envoy-lds.yaml: listener from a file), --port 10000, --admin-port 9901, --idp-port 10001, --concurrency 2.
       Env equivalents: WASM, CONFIG, TEMPLATE, PORT, ADMIN_PORT, CONCURRENCY. Envoy: ENVOY_BIN or .envoy/.
   wasm-test-harness check --wasm PATH --config PATH [--scenarios PATH] [--template PATH]
       Run the module with that plugin config in a real Envoy (ENVOY_CONTAINER=podman|docker for a container)
       next to the mock IdP and echo upstream; play the scenarios (see examples/ci/scenarios.json); exit 1 if
       Envoy refuses the config or any scenario fails.
-  wasm-test-harness mint [--alg ES256] [--sub alice] [--aud demo-api] [--ttl 3600] [--iss URL] [--kid KID]
-      Print a token signed with the fixture keys (RS256..RS512, PS256..PS512 with rsa-1, ES256 with ec-1, EdDSA with ed-1).
+  wasm-test-harness mint [--alg ES256] [--sub alice] [--scope 'read:items admin'] [--claim.tenant acme] [--exp_in 3600] ...
+      Print a token signed with the fixture keys; the options are /mint's parameters (`mint --help` lists them).
   wasm-test-harness bench [--rounds N] [--duration SECS] [--connections N] [--tokens N] [--warmup SECS] [--out PATH]
       Throughput/latency of jwt-guard vs Envoy's jwt_authn and a wasm floor with wrk (`make bench`, bench/README.md).
 ";
 
+/// The options each subcommand takes (`mint` takes `tokens::MINT_PARAMS`, checked by it).
+const DEMO_OPTIONS: &[&str] = &[
+    "wasm",
+    "config",
+    "template",
+    "port",
+    "admin-port",
+    "idp-port",
+    "concurrency",
+];
+const CHECK_OPTIONS: &[&str] = &["wasm", "config", "scenarios", "template"];
+
+/// Argument mistakes print the usage; a failure of the run itself (Envoy refusing the config, a
+/// port in use) prints only its own message.
+fn usage_error(e: String) -> ! {
+    if !e.is_empty() {
+        eprintln!("error: {e}\n");
+    }
+    eprint!("{USAGE}");
+    std::process::exit(if e.is_empty() { 0 } else { 2 });
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    let rest = argv.get(1..).unwrap_or_default();
+    let args = |known: Option<&[&str]>| {
+        Args::parse(rest)
+            .and_then(|a| match known {
+                Some(k) => a.check_known(k).map(|()| a),
+                None => Ok(a),
+            })
+            .unwrap_or_else(|e| usage_error(e))
+    };
     let result = match argv.first().map(String::as_str) {
-        Some("demo") => Args::parse(&argv[1..]).and_then(|a| demo(&a)),
-        Some("mint") => Args::parse(&argv[1..]).and_then(|a| mint(&a)),
-        Some("check") => Args::parse(&argv[1..]).and_then(|a| check(&a)),
-        Some("bench") => wasm_test_harness::bench::main(&argv[1..]),
-        Some("-h" | "--help" | "help") | None => Err(String::new()),
-        Some(other) => Err(format!("unknown subcommand {other:?}")),
+        Some("demo") => demo(&args(Some(DEMO_OPTIONS))),
+        Some("check") => check(&args(Some(CHECK_OPTIONS))),
+        Some("mint") => match Args::parse(rest) {
+            Ok(a) => mint(&a),
+            Err(e) if e.is_empty() => {
+                print!(
+                    "usage: wasm-test-harness mint [--NAME VALUE]...\n{}",
+                    tokens::mint_help()
+                );
+                return;
+            }
+            Err(e) => Err(e),
+        },
+        Some("bench") => wasm_test_harness::bench::main(rest),
+        Some("-h" | "--help" | "help") | None => usage_error(String::new()),
+        Some(other) => usage_error(format!("unknown subcommand {other:?}")),
     };
     if let Err(e) = result {
-        if !e.is_empty() {
-            eprintln!("error: {e}\n");
-        }
-        eprint!("{USAGE}");
-        std::process::exit(if e.is_empty() { 0 } else { 2 });
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
+}
+
+/// An Envoy that refused to start: its `[error]` and `[critical]` lines (the config error names the
+/// field), not the whole log tail of `info` lines.
+fn startup_errors(e: &str) -> String {
+    let Some((head, tail)) = e.split_once("Log tail:") else {
+        return e.to_owned();
+    };
+    let lines: Vec<&str> = tail
+        .lines()
+        .filter(|l| l.contains("][error][") || l.contains("][critical]["))
+        .collect();
+    if lines.is_empty() {
+        return e.to_owned();
+    }
+    format!("{}\n{}", head.trim_end(), lines.join("\n"))
 }
 
 fn resolve(p: String) -> PathBuf {
@@ -58,22 +112,13 @@ fn resolve(p: String) -> PathBuf {
 }
 
 fn demo(args: &Args) -> Result<(), String> {
-    args.check_known(&[
-        "wasm",
-        "config",
-        "template",
-        "port",
-        "admin-port",
-        "idp-port",
-        "concurrency",
-    ])?;
     let wasm = args
         .get("wasm", Some("WASM"))
         .map(resolve)
         .unwrap_or_else(envoy::wasm_path);
     let config = resolve(
         args.get("config", Some("CONFIG"))
-            .unwrap_or_else(|| "envoy/plugin-config.json".into()),
+            .unwrap_or_else(|| "envoy/demo.json".into()),
     );
     let template = resolve(
         args.get("template", Some("TEMPLATE"))
@@ -115,28 +160,38 @@ fn demo(args: &Args) -> Result<(), String> {
         },
         port,
         admin_port,
-    )?;
+    )
+    .map_err(|e| startup_errors(&e))?;
 
     let token = tokens::mint("ES256", Some("ec-1"), &tokens::std_claims("alice"));
+    let idp_url = idp.base_url();
     println!("curl -sS -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/hello");
     println!(
         "# That token (ES256, sub=alice) is valid for 1 hour. Mint others from the mock IdP, e.g.:"
     );
-    println!(
-        "#   curl 'http://127.0.0.1:{}/mint?sub=bob&alg=RS256'",
-        idp.port()
-    );
-    println!(
-        "#   (params: sub, alg (RS256..RS512, PS256..PS512, ES256, EdDSA), aud, ttl, iss, kid)"
-    );
+    println!("#   curl '{idp_url}/mint?sub=bob&alg=RS256&scope=read:items&claim.tenant=acme'");
+    println!("#   (every parameter: curl '{idp_url}/mint?help=1')");
     println!("# A request without a token gets 401: curl -i http://127.0.0.1:{port}/hello");
     println!("# /healthz is public: curl -i http://127.0.0.1:{port}/healthz");
     println!(
-        "# Envoy admin: http://127.0.0.1:{} | log: {} | JWKS: {}/jwks.json",
+        "# Config: {} | Envoy admin: http://127.0.0.1:{} | log: {} | JWKS: {idp_url}/jwks.json",
+        config.display(),
         envoy.admin_port(),
         envoy.log_path().display(),
-        idp.base_url()
     );
+    if let Some(lds) = envoy.lds_path() {
+        let dir = lds.parent().unwrap_or(lds).display();
+        let file = lds.display();
+        println!("# The listener (with the plugin config) comes from {file}.");
+        println!("# Flip the `reports` rule from shadow to enforce, live (Envoy watches renames into {dir}):");
+        println!(
+            "#   sed 's/\"mode\": \"shadow\"/\"mode\": \"enforce\"/' {file} > {dir}/next.yaml && mv {dir}/next.yaml {file}"
+        );
+        println!(
+            "#   curl -s http://127.0.0.1:{}/stats | grep listener_manager.lds.update_success",
+            envoy.admin_port()
+        );
+    }
     println!("# Press Ctrl-C to stop.");
 
     while !stop.load(Ordering::SeqCst) {
@@ -158,32 +213,12 @@ fn demo(args: &Args) -> Result<(), String> {
 }
 
 fn mint(args: &Args) -> Result<(), String> {
-    args.check_known(&["alg", "sub", "aud", "ttl", "iss", "kid"])?;
-    let alg = args.get("alg", None).unwrap_or_else(|| "ES256".into());
-    if tokens::key_for_alg(&alg).is_none() {
-        return Err(format!(
-            "unsupported --alg {alg:?}; use one of {:?}",
-            tokens::ALGS
-        ));
-    }
-    let ttl: i64 = args.num("ttl", None, 3600)?;
-    let now = tokens::now() as i64;
-    let claims = json!({
-        "iss": args.get("iss", None).unwrap_or_else(|| tokens::ISSUER.into()),
-        "aud": args.get("aud", None).unwrap_or_else(|| tokens::AUDIENCE.into()),
-        "sub": args.get("sub", None).unwrap_or_else(|| "alice".into()),
-        "iat": now,
-        "exp": now + ttl,
-    });
-    let kid = args
-        .get("kid", None)
-        .or_else(|| tokens::default_kid(&alg).map(String::from));
+    let (alg, kid, claims) = tokens::mint_request(args.pairs())?;
     println!("{}", tokens::mint(&alg, kid.as_deref(), &claims));
     Ok(())
 }
 
 fn check(args: &Args) -> Result<(), String> {
-    args.check_known(&["wasm", "config", "scenarios", "template"])?;
     let wasm = args
         .get("wasm", Some("WASM"))
         .map(resolve)

@@ -227,3 +227,123 @@ pub fn decode_parts(token: &str) -> Result<Parts, String> {
     };
     Ok((d(parts[0])?, d(parts[1])?, d(parts[2])?))
 }
+
+/// The parameters `/mint` and `wasm-test-harness mint` take (one list for both, and for their help).
+pub const MINT_PARAMS: &[(&str, &str)] = &[
+    (
+        "alg",
+        "signing algorithm (default ES256): RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA",
+    ),
+    (
+        "kid",
+        "header kid (default: the kid the demo JWKS publishes for the alg)",
+    ),
+    ("sub", "subject (default alice)"),
+    ("iss", "issuer (default https://idp.demo.local)"),
+    ("aud", "audience (default demo-api); repeat it for an array"),
+    (
+        "scope",
+        "the space-delimited scope claim, e.g. scope=read:items%20admin",
+    ),
+    (
+        "scp",
+        "the scp claim as an array, comma-separated: scp=read,write",
+    ),
+    (
+        "exp_in",
+        "exp as seconds from now (default 3600; negative for an expired token)",
+    ),
+    ("ttl", "the same as exp_in"),
+    ("exp", "exp as a Unix time, or `none` to leave it out"),
+    (
+        "nbf_in",
+        "nbf as seconds from now (a positive value: not yet valid)",
+    ),
+    ("nbf", "nbf as a Unix time"),
+    ("iat", "iat as a Unix time (default now), or `none`"),
+    (
+        "claim.NAME",
+        "any other claim: the value as JSON if it parses (7, true, [\"a\",\"b\"]), else a string",
+    ),
+];
+
+/// Builds `(alg, kid, claims)` from mint parameters (later repeats win, except `aud`, which
+/// collects). Unknown parameters and bad values are errors that name the parameter.
+pub fn mint_request(
+    params: &[(String, String)],
+) -> Result<(String, Option<String>, Value), String> {
+    let now = now() as i64;
+    let num = |name: &str, v: &str| -> Result<i64, String> {
+        v.trim()
+            .parse()
+            .map_err(|_| format!("{name} must be an integer, not {v:?}"))
+    };
+    let mut alg = "ES256".to_owned();
+    let mut kid = None;
+    let mut claims = serde_json::Map::new();
+    claims.insert("iss".into(), json!(ISSUER));
+    claims.insert("sub".into(), json!("alice"));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + 3600));
+    let mut auds: Vec<String> = Vec::new();
+    for (name, value) in params {
+        match name.as_str() {
+            "alg" => alg = value.clone(),
+            "kid" => kid = Some(value.clone()),
+            "sub" | "iss" | "scope" => {
+                claims.insert(name.clone(), json!(value));
+            }
+            "aud" => auds.push(value.clone()),
+            "scp" => {
+                let items: Vec<&str> = value.split(',').filter(|s| !s.is_empty()).collect();
+                claims.insert("scp".into(), json!(items));
+            }
+            "exp_in" | "ttl" => {
+                claims.insert("exp".into(), json!(now + num(name, value)?));
+            }
+            "exp" | "iat" if value == "none" => {
+                claims.remove(name.as_str());
+            }
+            "exp" | "iat" | "nbf" => {
+                claims.insert(name.clone(), json!(num(name, value)?));
+            }
+            "nbf_in" => {
+                claims.insert("nbf".into(), json!(now + num(name, value)?));
+            }
+            other => match other.strip_prefix("claim.").filter(|n| !n.is_empty()) {
+                Some(claim) => {
+                    let v = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
+                    claims.insert(claim.to_owned(), v);
+                }
+                None => {
+                    let known: Vec<&str> = MINT_PARAMS.iter().map(|(n, _)| *n).collect();
+                    return Err(format!(
+                        "unknown parameter {other:?}; known: {}",
+                        known.join(", ")
+                    ));
+                }
+            },
+        }
+    }
+    if key_for_alg(&alg).is_none() {
+        return Err(format!("unsupported alg {alg:?}; use one of {ALGS:?}"));
+    }
+    claims.insert(
+        "aud".into(),
+        match auds.len() {
+            0 => json!(AUDIENCE),
+            1 => json!(auds[0]),
+            _ => json!(auds),
+        },
+    );
+    let kid = kid.or_else(|| default_kid(&alg).map(String::from));
+    Ok((alg, kid, Value::Object(claims)))
+}
+
+/// The help text for the mint parameters, one per line.
+pub fn mint_help() -> String {
+    MINT_PARAMS
+        .iter()
+        .map(|(n, d)| format!("  {n:<11} {d}\n"))
+        .collect()
+}

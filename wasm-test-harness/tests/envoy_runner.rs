@@ -240,7 +240,33 @@ fn paths_and_defaults() {
     assert_eq!(d.template, root.join("envoy/envoy.yaml"));
     assert_eq!(d.concurrency, 2);
     assert!(d.plugin_config.contains("idp.demo.local"));
-    // The demo template renders completely and its PLUGIN_CONFIG is a JSON string literal.
+    // The demo template renders completely, and its PLUGIN_CONFIG is a YAML block that carries the
+    // config text exactly (less the final newline), readable and sed-able line by line.
     let rendered = d.render_config(0, 0).unwrap();
-    assert!(rendered.contains(&serde_json::to_string(&d.plugin_config).unwrap()));
+    assert!(rendered.contains("value: |-\n"), "{rendered}");
+    let config_value = |text: &str| {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+        let filters = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"];
+        filters[0]["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        config_value(&rendered).as_deref(),
+        Some(d.plugin_config.trim_end_matches('\n'))
+    );
+    // A config a block cannot carry verbatim stays a JSON string literal, with the same value.
+    for odd in ["{\"realm\":\"caf\u{e9}\"}", "  {\"a\": 1}", "{\"a\":\t1}"] {
+        let o = EnvoyOptions {
+            plugin_config: odd.to_owned(),
+            ..EnvoyOptions::default()
+        };
+        let rendered = o.render_config(0, 0).unwrap();
+        assert!(
+            rendered.contains(&serde_json::to_string(odd).unwrap()),
+            "{odd}"
+        );
+        assert_eq!(config_value(&rendered).as_deref(), Some(odd));
+    }
 }

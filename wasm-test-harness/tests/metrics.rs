@@ -288,8 +288,9 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
         assert_eq!(r["provider"], "demo", "{r}");
     }
     assert!(
-        stack.envoy.logs().contains(
-            "wasm log jwt_guard: shadow rule=reports would deny: reason=insufficient_scope sub=alice"
+        stack.envoy.wait_for_log(
+            "wasm log jwt_guard: shadow rule=reports would deny: reason=insufficient_scope sub=alice",
+            Duration::from_secs(5)
         ),
         "the shadow line names the subject, after a single plugin-name prefix"
     );

@@ -114,6 +114,43 @@ fn idp_mint_endpoint() {
     assert_eq!(p["exp"].as_i64().unwrap() - p["iat"].as_i64().unwrap(), -60);
 
     assert_eq!(http_get(idp.port(), "/mint?alg=HS256", &[]).status, 400);
+
+    // Any claim, scopes, times; iat/exp can be left out.
+    let claims = |q: &str| {
+        let r = http_get(idp.port(), &format!("/mint?{q}"), &[]);
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        let (_, p, _) = wasm_test_harness::tokens::decode_parts(r.body.trim()).unwrap();
+        serde_json::from_slice::<Value>(&p).unwrap()
+    };
+    let p = claims(
+        "scope=read:items+admin&scp=a,b&claim.tenant=acme&claim.level=7&claim.groups=%5B%22x%22%5D\
+         &claim.https://example.com/roles=r&aud=a1&aud=a2&exp_in=-120&nbf_in=30",
+    );
+    assert_eq!(p["scope"], "read:items admin");
+    assert_eq!(p["scp"], json!(["a", "b"]));
+    assert_eq!(p["tenant"], "acme");
+    assert_eq!(p["level"], 7);
+    assert_eq!(p["groups"], json!(["x"]));
+    assert_eq!(p["https://example.com/roles"], "r");
+    assert_eq!(p["aud"], json!(["a1", "a2"]));
+    let iat = p["iat"].as_i64().unwrap();
+    assert_eq!(p["exp"].as_i64().unwrap() - iat, -120);
+    assert_eq!(p["nbf"].as_i64().unwrap() - iat, 30);
+    let p = claims("exp=none&iat=none&nbf=1700000000");
+    assert!(p.get("exp").is_none() && p.get("iat").is_none(), "{p}");
+    assert_eq!(p["nbf"], 1_700_000_000);
+
+    // Unknown parameters and bad values are refused, naming every known parameter.
+    for q in ["foo=1", "claim.=x", "exp_in=soon", "nbf=later"] {
+        let r = http_get(idp.port(), &format!("/mint?{q}"), &[]);
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        for (name, _) in wasm_test_harness::tokens::MINT_PARAMS {
+            assert!(r.body.contains(name), "{q}: {name} not listed");
+        }
+    }
+    let help = http_get(idp.port(), "/mint?help=1", &[]);
+    assert_eq!(help.status, 200);
+    assert!(help.body.contains("claim.NAME"));
     assert_eq!(idp.jwks_requests(), 0);
 }
 
