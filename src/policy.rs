@@ -43,7 +43,10 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
 
 /// The `sub` for a log line: a short string without control characters, else `-`.
 fn sub_for_log(identity: Option<&Verified>) -> String {
-    match identity.and_then(|v| claim(&v.claims, "sub")).and_then(|s| s.as_str()) {
+    match identity
+        .and_then(|v| claim(&v.claims, "sub"))
+        .and_then(|s| s.as_str())
+    {
         Some(s) if s.len() <= 256 && !s.bytes().any(|b| b.is_ascii_control()) => s.to_owned(),
         _ => "-".to_owned(),
     }
