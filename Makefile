@@ -14,6 +14,13 @@ ENVOY_IMAGE   ?= localhost/jwt-guard-envoy:$(ENVOY_VERSION)
 OCI_IMAGE     ?= localhost/jwt-guard:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 export ENVOY_BIN
+# podman: where the machine has no containers.conf of its own and runc is installed, use the project's
+# (containers/containers.conf: rlimits the container may set, and runc). Set CONTAINERS_CONF to override.
+ifeq ($(wildcard /etc/containers/containers.conf)$(CONTAINERS_CONF),)
+ifneq ($(shell command -v runc 2>/dev/null),)
+export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
+endif
+endif
 export WASM
 
 .PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean bench bench-verify fuzz fuzz-corpus

@@ -31,4 +31,17 @@ COPY rootfs/ /
 ENTRYPOINT ["/usr/local/bin/envoy"]
 CF
 "$cli" build -q -t "$tag" -f "$ctx/Containerfile" "$ctx"
-"$cli" run --rm "$tag" --version
+if ! out=$("$cli" run --rm "$tag" --version 2>&1); then
+  echo "$out" >&2
+  if echo "$out" | grep -q "error setting rlimit"; then
+    cat >&2 <<'HINT'
+The container runtime may not raise the container's rlimits on this machine. Run through `make` (which uses
+containers/containers.conf when /etc/containers/containers.conf does not exist), or set
+CONTAINERS_CONF=$PWD/containers/containers.conf, or put its settings into /etc/containers/containers.conf:
+  [containers]
+  default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+HINT
+  fi
+  exit 1
+fi
+echo "$out"
