@@ -6,6 +6,7 @@
 //! `issuer`, `subject`, `tenant`, `token_hash`, `method`, `path` (no query string), `latency_us`.
 //! Identity fields come only from a verified token; they are `null` otherwise.
 
+pub use crate::codes::Decision;
 use crate::rules::path_without_query;
 
 /// Longer values are cut (request data must not make records unbounded).
@@ -52,7 +53,7 @@ pub struct Record<'a> {
     pub request_id: Option<&'a [u8]>,
     pub route: &'a str,
     pub mode: &'a str,
-    pub decision: &'a str,
+    pub decision: Decision,
     pub reason: &'a str,
     pub provider: Option<&'a str>,
     pub issuer: Option<&'a str>,
@@ -96,7 +97,7 @@ fn cut(bytes: &[u8]) -> String {
 impl Record<'_> {
     pub fn to_json(&self) -> String {
         let out = Out {
-            decision: self.decision,
+            decision: self.decision.code(),
             issuer: self.issuer.map(|s| cut(s.as_bytes())),
             latency_us: self.latency_us,
             method: cut(self.method),
@@ -117,10 +118,12 @@ impl Record<'_> {
 
 /// Whether to write a record: denials and would-denials always; allows at `allow_sample_rate`,
 /// decided from `roll` (uniform in 0..=u32::MAX, e.g. from the clock's nanoseconds).
-pub fn should_write(decision: &str, allow_sample_rate: f64, roll: u32) -> bool {
+pub fn should_write(decision: Decision, allow_sample_rate: f64, roll: u32) -> bool {
     match decision {
-        "deny" | "would_deny" => true,
-        _ => f64::from(roll) < allow_sample_rate * f64::from(u32::MAX) || allow_sample_rate >= 1.0,
+        Decision::Deny | Decision::WouldDeny => true,
+        Decision::Allow | Decision::WouldAllow => {
+            f64::from(roll) < allow_sample_rate * f64::from(u32::MAX) || allow_sample_rate >= 1.0
+        }
     }
 }
 
@@ -143,7 +146,7 @@ mod tests {
             request_id: Some(b"abc"),
             route: "api",
             mode: "enforce",
-            decision: "deny",
+            decision: Decision::Deny,
             reason: "expired",
             token_hash: Some("00112233aabbccdd"),
             method: b"GET",
@@ -186,11 +189,12 @@ mod tests {
 
     #[test]
     fn sampling_keeps_every_denial() {
-        assert!(should_write("deny", 0.0, u32::MAX));
-        assert!(should_write("would_deny", 0.0, 0));
-        assert!(!should_write("allow", 0.0, 0));
-        assert!(should_write("allow", 1.0, u32::MAX));
-        assert!(should_write("allow", 0.5, 1));
-        assert!(!should_write("allow", 0.5, u32::MAX - 1));
+        assert!(should_write(Decision::Deny, 0.0, u32::MAX));
+        assert!(should_write(Decision::WouldDeny, 0.0, 0));
+        assert!(!should_write(Decision::Allow, 0.0, 0));
+        assert!(!should_write(Decision::WouldAllow, 0.0, 0));
+        assert!(should_write(Decision::Allow, 1.0, u32::MAX));
+        assert!(should_write(Decision::Allow, 0.5, 1));
+        assert!(!should_write(Decision::Allow, 0.5, u32::MAX - 1));
     }
 }

@@ -63,12 +63,30 @@ pub trait Keys {
     }
 }
 
+/// A token whose signature and claims were checked. Only the authenticator makes one (the fields
+/// are private), so holding a `Verified` means the checks ran.
 #[derive(Debug)]
 pub struct Verified {
-    pub provider: usize,
-    pub claims: Rc<Map<String, Value>>,
+    provider: usize,
+    claims: Rc<Map<String, Value>>,
     /// The audit record's `token_hash` of the token (`audit::token_hash`), kept with the cache entry.
-    pub token_hash: Rc<str>,
+    token_hash: Rc<str>,
+}
+
+impl Verified {
+    /// The index of the provider whose key verified it.
+    pub fn provider(&self) -> usize {
+        self.provider
+    }
+
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
+    /// The audit record's `token_hash`.
+    pub fn token_hash(&self) -> &Rc<str> {
+        &self.token_hash
+    }
 }
 
 #[derive(Debug)]

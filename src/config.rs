@@ -9,6 +9,9 @@
 use crate::crypto::Alg;
 use crate::jwks::KeySet;
 use crate::token::DEFAULT_MAX_TOKEN_BYTES;
+
+/// The route label (and reserved rule name) for requests no rule matched.
+pub const NO_RULE_ROUTE: &str = "no_rule";
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -542,7 +545,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                     "use 1 to 64 letters, digits, '-' or '_'",
                 ))
             }
-            Some(n) if n == "default" || n == crate::metrics::NO_RULE_ROUTE => {
+            Some(n) if n == "default" || n == NO_RULE_ROUTE => {
                 return Err(err(format!("{f}.name"), format!("{n:?} is reserved")))
             }
             Some(n) => n.clone(),

@@ -3,6 +3,46 @@
 
 use std::fmt;
 
+use crate::codes::codes;
+
+codes! {
+    /// A denial's reason without its detail: the `reason` label of the deny counters and the audit
+    /// record, and the response body's `code`. `Denial::reason` maps every denial onto one.
+    pub enum Reason {
+        Missing => "missing",
+        InvalidRequest => "invalid_request",
+        Malformed => "malformed",
+        Oversized => "oversized",
+        AlgNotAllowed => "alg_not_allowed",
+        ForbiddenHeader => "forbidden_header",
+        UnknownKid => "unknown_kid",
+        KeyMismatch => "key_mismatch",
+        BadSignature => "bad_signature",
+        Expired => "expired",
+        NotYetValid => "not_yet_valid",
+        MissingExp => "missing_exp",
+        WrongIssuer => "wrong_issuer",
+        WrongAudience => "wrong_audience",
+        InsufficientScope => "insufficient_scope",
+        ClaimMismatch => "claim_mismatch",
+        KeysUnavailable => "keys_unavailable",
+        NoRule => "no_rule",
+        Internal => "internal_error",
+    }
+}
+
+impl Reason {
+    /// Reasons a request under a rule can be denied for (every one but `no_rule`).
+    pub fn under_a_rule() -> impl Iterator<Item = Reason> {
+        Reason::ALL.iter().copied().filter(|r| *r != Reason::NoRule)
+    }
+
+    /// Reasons counted under the `no_rule` route: no rule matched, the host failed us before one was
+    /// chosen, or the request was refused before rule selection (a bad `Host`, two tokens).
+    pub const WITHOUT_A_RULE: [Reason; 3] =
+        [Reason::NoRule, Reason::Internal, Reason::InvalidRequest];
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
     /// No token in any configured location.
@@ -45,29 +85,34 @@ pub enum Denial {
 }
 
 impl Denial {
+    /// The reason, without the detail.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Denial::Missing => Reason::Missing,
+            Denial::InvalidRequest(_) => Reason::InvalidRequest,
+            Denial::Malformed(_) => Reason::Malformed,
+            Denial::Oversized => Reason::Oversized,
+            Denial::AlgNotAllowed => Reason::AlgNotAllowed,
+            Denial::ForbiddenHeader(_) => Reason::ForbiddenHeader,
+            Denial::UnknownKid => Reason::UnknownKid,
+            Denial::KeyMismatch => Reason::KeyMismatch,
+            Denial::BadSignature => Reason::BadSignature,
+            Denial::Expired => Reason::Expired,
+            Denial::NotYetValid => Reason::NotYetValid,
+            Denial::MissingExp => Reason::MissingExp,
+            Denial::WrongIssuer => Reason::WrongIssuer,
+            Denial::WrongAudience => Reason::WrongAudience,
+            Denial::InsufficientScope(_) => Reason::InsufficientScope,
+            Denial::ClaimMismatch => Reason::ClaimMismatch,
+            Denial::KeysUnavailable => Reason::KeysUnavailable,
+            Denial::NoRule => Reason::NoRule,
+            Denial::Internal => Reason::Internal,
+        }
+    }
+
     /// Stable machine-readable reason code.
     pub fn code(&self) -> &'static str {
-        match self {
-            Denial::Missing => "missing",
-            Denial::InvalidRequest(_) => "invalid_request",
-            Denial::Malformed(_) => "malformed",
-            Denial::Oversized => "oversized",
-            Denial::AlgNotAllowed => "alg_not_allowed",
-            Denial::ForbiddenHeader(_) => "forbidden_header",
-            Denial::UnknownKid => "unknown_kid",
-            Denial::KeyMismatch => "key_mismatch",
-            Denial::BadSignature => "bad_signature",
-            Denial::Expired => "expired",
-            Denial::NotYetValid => "not_yet_valid",
-            Denial::MissingExp => "missing_exp",
-            Denial::WrongIssuer => "wrong_issuer",
-            Denial::WrongAudience => "wrong_audience",
-            Denial::InsufficientScope(_) => "insufficient_scope",
-            Denial::ClaimMismatch => "claim_mismatch",
-            Denial::KeysUnavailable => "keys_unavailable",
-            Denial::NoRule => "no_rule",
-            Denial::Internal => "internal_error",
-        }
+        self.reason().code()
     }
 
     /// Fixed human-readable description. Never contains request data, so it is safe in a response

@@ -100,6 +100,30 @@ fn from_cookies(header: &[u8], keys: &[Vec<u8>], found: &mut Vec<Vec<u8>>) {
     }
 }
 
+/// The tokens a request presented (at most one reaches the authenticator). `Debug` shows how many,
+/// never the bytes, so a token cannot reach a log through a `{:?}`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tokens(Vec<Vec<u8>>);
+
+impl Tokens {
+    pub fn new(tokens: Vec<Vec<u8>>) -> Self {
+        Tokens(tokens)
+    }
+}
+
+impl std::ops::Deref for Tokens {
+    type Target = [Vec<u8>];
+    fn deref(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} redacted)", self.0.len())
+    }
+}
+
 /// The token presented in `sources`: `Ok(None)` when there is none, `invalid_request` when there is
 /// more than one (see the module note).
 pub fn extract<'a>(
@@ -167,6 +191,15 @@ pub fn extract<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_never_show_in_debug() {
+        let t = Tokens::new(vec![b"eyJhbGciOiJFUzI1NiJ9.e30.c2ln".to_vec()]);
+        let shown = format!("{t:?} {:?}", Some(&t));
+        assert!(!shown.contains("eyJ") && !shown.contains("101"), "{shown}");
+        assert_eq!(shown, "Tokens(1 redacted) Some(Tokens(1 redacted))");
+        assert_eq!(t.len(), 1);
+    }
 
     fn req(h: &[(&'static str, &[u8])]) -> HeaderList {
         HeaderList(h.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect())

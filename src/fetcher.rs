@@ -1,6 +1,7 @@
 //! The pure parts of a key-set refresh: the steps (OIDC discovery document, then JWKS), the checks on
 //! each answer, and the errors: a `cause` for the fetch metric and a message for the log.
 
+use crate::codes::codes;
 use crate::config::split_uri;
 use crate::jwks::{log_text, JwksError, KeySet, MAX_JWKS_BYTES};
 use serde_json::Value;
@@ -8,16 +9,31 @@ use serde_json::Value;
 /// Bigger discovery documents are refused (real ones are a few KB).
 pub const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 
-/// A failed refresh step: `cause` is the metric label (one of `metrics::FETCH_RESULTS`), `message`
-/// the log text.
+codes! {
+    /// The result of a JWKS or discovery fetch: the `result` label of the fetch counter.
+    pub enum FetchResult {
+        Success => "success",
+        Timeout => "timeout",
+        ConnectError => "connect_error",
+        HttpError => "http_error",
+        TooLarge => "too_large",
+        Invalid => "invalid",
+        NoUsableKey => "no_usable_key",
+        IssuerMismatch => "issuer_mismatch",
+        /// The host refused to dispatch the call.
+        DispatchError => "dispatch_error",
+    }
+}
+
+/// A failed refresh step: `cause` is the metric label, `message` the log text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchError {
-    pub cause: &'static str,
+    pub cause: FetchResult,
     pub message: String,
 }
 
 impl FetchError {
-    pub fn new(cause: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(cause: FetchResult, message: impl Into<String>) -> Self {
         FetchError {
             cause,
             message: message.into(),
@@ -87,18 +103,18 @@ pub fn check_answer(stage: Stage, answer: &Answer<'_>) -> Result<(), FetchError>
             .any(|text| answer.body_start.starts_with(text));
     match answer.status {
         None | Some("504") if timed_out => Err(FetchError::new(
-            "timeout",
+            FetchResult::Timeout,
             format!(
                 "no answer for the {what} within the {} ms timeout",
                 answer.timeout_ms
             ),
         )),
         None => Err(FetchError::new(
-            "connect_error",
+            FetchResult::ConnectError,
             format!("the connection for the {what} failed before an answer"),
         )),
         Some(_) if envoy_connect_failure => Err(FetchError::new(
-            "connect_error",
+            FetchResult::ConnectError,
             format!(
                 "cannot reach the {what} endpoint: {}",
                 log_text(
@@ -108,19 +124,20 @@ pub fn check_answer(stage: Stage, answer: &Answer<'_>) -> Result<(), FetchError>
             ),
         )),
         Some("200") if answer.body_size > stage.limit() => Err(FetchError::new(
-            "too_large",
+            FetchResult::TooLarge,
             format!(
                 "{what} is {} bytes, limit is {}",
                 answer.body_size,
                 stage.limit()
             ),
         )),
-        Some("200") if answer.body_size == 0 => {
-            Err(FetchError::new("invalid", format!("empty {what}")))
-        }
+        Some("200") if answer.body_size == 0 => Err(FetchError::new(
+            FetchResult::Invalid,
+            format!("empty {what}"),
+        )),
         Some("200") => Ok(()),
         Some(other) => Err(FetchError::new(
-            "http_error",
+            FetchResult::HttpError,
             format!("{what} endpoint answered HTTP {}", log_text(other, 8)),
         )),
     }
@@ -134,7 +151,7 @@ pub fn jwks_location(
     issuer: &str,
     discovery_was_https: bool,
 ) -> Result<(String, String), FetchError> {
-    let invalid = |m: &str| FetchError::new("invalid", m);
+    let invalid = |m: &str| FetchError::new(FetchResult::Invalid, m);
     let doc: Value = crate::json::parse(body).map_err(|e| match e {
         // Two `issuer` or `jwks_uri` members: one parser's reading could pass the issuer check
         // while another follows the other URI.
@@ -150,7 +167,7 @@ pub fn jwks_location(
     if found != issuer {
         let shown: String = found.chars().take(120).collect();
         return Err(FetchError::new(
-            "issuer_mismatch",
+            FetchResult::IssuerMismatch,
             format!("discovery issuer {shown:?} does not match the configured issuer {issuer:?}"),
         ));
     }
@@ -168,9 +185,11 @@ pub fn jwks_location(
 pub fn parse_jwks(body: &[u8]) -> Result<KeySet, FetchError> {
     KeySet::parse(body).map_err(|e| {
         let cause = match e {
-            JwksError::TooLarge { .. } => "too_large",
-            JwksError::NoUsableKey { .. } => "no_usable_key",
-            JwksError::NotJson | JwksError::DuplicateMember | JwksError::NoKeysArray => "invalid",
+            JwksError::TooLarge { .. } => FetchResult::TooLarge,
+            JwksError::NoUsableKey { .. } => FetchResult::NoUsableKey,
+            JwksError::NotJson | JwksError::DuplicateMember | JwksError::NoKeysArray => {
+                FetchResult::Invalid
+            }
         };
         FetchError::new(cause, e.to_string())
     })
@@ -181,7 +200,7 @@ mod tests {
     use super::*;
 
     fn cause(r: Result<(), FetchError>) -> &'static str {
-        r.err().map_or("ok", |e| e.cause)
+        r.err().map_or("ok", |e| e.cause.code())
     }
 
     fn answer(status: Option<&'static str>, body_size: usize) -> Answer<'static> {
@@ -205,7 +224,7 @@ mod tests {
                 Stage::Discovery,
                 &answer(Some("200"), MAX_DISCOVERY_BYTES + 1)
             )),
-            "too_large"
+            FetchResult::TooLarge.code()
         );
         assert_eq!(check(answer(Some("200"), 0)), "invalid");
         let e = check_answer(Stage::Jwks, &answer(Some("503"), 10)).unwrap_err();
@@ -225,7 +244,7 @@ mod tests {
         };
         assert_eq!(
             check(late(Some("504"), b"upstream request timeout")),
-            "timeout"
+            FetchResult::Timeout.code()
         );
         assert_eq!(check(late(None, b"")), "timeout");
         // An IdP's (or its proxy's) own 504 that came before our timeout is its answer.
@@ -234,7 +253,7 @@ mod tests {
                 elapsed_ms: 120,
                 ..late(Some("504"), b"gateway timeout")
             }),
-            "http_error"
+            FetchResult::HttpError.code()
         );
         // Envoy could not reach the IdP: connection refused, reset before headers, no endpoint.
         let refused: &[u8] = b"upstream connect error or disconnect/reset before headers. \
@@ -247,18 +266,18 @@ mod tests {
         assert_eq!(check(quick(Some("503"), refused)), "connect_error");
         assert_eq!(
             check(quick(Some("503"), b"no healthy upstream")),
-            "connect_error"
+            FetchResult::ConnectError.code()
         );
         // A reset after the response began: no status, well before the timeout.
         assert_eq!(check(quick(None, b"")), "connect_error");
         // The IdP's own 503 with any other text.
         assert_eq!(
             check(quick(Some("503"), b"mock idp: status 503\n")),
-            "http_error"
+            FetchResult::HttpError.code()
         );
         assert_eq!(
             check(quick(Some("500"), b"no healthy upstream")),
-            "http_error"
+            FetchResult::HttpError.code()
         );
         let e = check_answer(Stage::Discovery, &late(Some("504"), b"")).unwrap_err();
         assert_eq!(
@@ -298,17 +317,14 @@ mod tests {
             parse_jwks(br#"{"keys":[{"kty":"oct","k":"AA"}]}"#).err(),
             jwks_location(issuer, "https://idp", true).err(),
         ];
-        let mut causes: Vec<&str> = errors.iter().flatten().map(|e| e.cause).collect();
+        let mut causes: Vec<&str> = errors.iter().flatten().map(|e| e.cause.code()).collect();
         causes.sort_unstable();
         causes.dedup();
-        for cause in &causes {
-            assert!(crate::metrics::FETCH_RESULTS.contains(cause), "{cause}");
-        }
         // `success` and `dispatch_error` (the host refused the call) are counted by the filter.
-        let mut labels: Vec<&str> = crate::metrics::FETCH_RESULTS
+        let mut labels: Vec<&str> = FetchResult::ALL
             .iter()
-            .copied()
-            .filter(|l| !["success", "dispatch_error"].contains(l))
+            .filter(|l| ![FetchResult::Success, FetchResult::DispatchError].contains(l))
+            .map(|l| l.code())
             .collect();
         labels.sort_unstable();
         assert_eq!(causes, labels);
@@ -322,14 +338,14 @@ mod tests {
             Ok(("keys.idp.example".to_owned(), "/jwks".to_owned()))
         );
         let e = jwks_location(doc, "https://idp.example/", true).unwrap_err();
-        assert_eq!(e.cause, "issuer_mismatch");
+        assert_eq!(e.cause, FetchResult::IssuerMismatch);
         assert!(e.message.contains("does not match"));
         let plain = br#"{"issuer":"https://idp.example","jwks_uri":"http://idp.example/jwks"}"#;
         assert!(jwks_location(plain, "https://idp.example", true).is_err());
         assert!(jwks_location(plain, "https://idp.example", false).is_ok());
         assert_eq!(
             jwks_location(b"[]", "x", true).unwrap_err().cause,
-            "invalid"
+            FetchResult::Invalid
         );
         assert!(jwks_location(br#"{"issuer":"x"}"#, "x", true)
             .unwrap_err()
@@ -341,23 +357,23 @@ mod tests {
     fn duplicate_members_are_refused_in_discovery_and_jwks() {
         let doc = br#"{"issuer":"https://evil.example","issuer":"https://idp.example","jwks_uri":"https://idp.example/jwks"}"#;
         let e = jwks_location(doc, "https://idp.example", true).unwrap_err();
-        assert_eq!(e.cause, "invalid");
+        assert_eq!(e.cause, FetchResult::Invalid);
         assert!(e.message.contains("twice"), "{}", e.message);
         let doc = br#"{"issuer":"https://idp.example","jwks_uri":"http://evil/jwks","jwks_uri":"https://idp.example/jwks"}"#;
         assert!(jwks_location(doc, "https://idp.example", true).is_err());
         let e = parse_jwks(br#"{"keys":[],"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#).unwrap_err();
-        assert_eq!(e.cause, "invalid");
+        assert_eq!(e.cause, FetchResult::Invalid);
         assert!(e.message.contains("twice"), "{}", e.message);
     }
 
     #[test]
     fn jwks_failures_have_causes() {
-        assert_eq!(parse_jwks(b"nope").unwrap_err().cause, "invalid");
+        assert_eq!(parse_jwks(b"nope").unwrap_err().cause, FetchResult::Invalid);
         assert_eq!(
             parse_jwks(br#"{"keys":[{"kty":"oct","k":"AA"}]}"#)
                 .unwrap_err()
                 .cause,
-            "no_usable_key"
+            FetchResult::NoUsableKey
         );
     }
 }

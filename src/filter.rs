@@ -16,8 +16,8 @@ use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{BackendChoice, Config, JwksSource, Mode, Rule};
 use crate::crypto::{self, Backend, Verifier};
 use crate::error::Denial;
-use crate::extractor::{HeaderList, RequestView};
-use crate::fetcher::{self, Stage};
+use crate::extractor::{HeaderList, RequestView, Tokens};
+use crate::fetcher::{self, FetchResult, Stage};
 use crate::hostcall::{self as hostcalls, HostStatus, ProxyWasmHost};
 use crate::jwks;
 use crate::keycache::{
@@ -85,7 +85,7 @@ struct InFlight {
 struct Waiter {
     context_id: u32,
     rule: RuleRef,
-    tokens: Vec<Vec<u8>>,
+    tokens: Tokens,
     deadline_ms: u64,
     parked: Rc<Cell<bool>>,
     ctx: ReqCtx,
@@ -109,7 +109,7 @@ impl ReqCtx {
             return;
         }
         self.token_hash = match outcome {
-            Outcome::Allow(Some(v)) | Outcome::Forbidden(v, _) => Some(v.token_hash.clone()),
+            Outcome::Allow(Some(v)) | Outcome::Forbidden(v, _) => Some(v.token_hash().clone()),
             _ => tokens.first().map(|t| Rc::from(audit::token_hash(t))),
         };
     }
@@ -186,7 +186,7 @@ impl Telemetry {
         self.inc(self.registry.decision(route, plan.outcome, plan.reason));
         self.set(self.registry.latency(mode), latency_us);
         for d in &plan.dropped {
-            self.inc(self.registry.dropped(d.metric_reason()));
+            self.inc(self.registry.dropped(d.reason));
         }
         let audit = &config.audit;
         if !(audit.filter_state || audit.log) {
@@ -545,7 +545,7 @@ impl Root {
                 provider,
                 now,
                 &fetcher::FetchError::new(
-                    "dispatch_error",
+                    FetchResult::DispatchError,
                     format!(
                         "cannot call cluster {:?} ({status:?}); is it defined?",
                         remote.cluster
@@ -794,9 +794,12 @@ impl Context for Root {
         let body = fetcher::check_answer(call.stage, &answer).and_then(|()| {
             match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
                 Ok(Some(body)) => Ok(body),
-                Ok(None) => Err(fetcher::FetchError::new("invalid", "empty answer")),
+                Ok(None) => Err(fetcher::FetchError::new(
+                    FetchResult::Invalid,
+                    "empty answer",
+                )),
                 Err(status) => Err(fetcher::FetchError::new(
-                    "invalid",
+                    FetchResult::Invalid,
                     format!("cannot read the answer: {status:?}"),
                 )),
             }
@@ -831,13 +834,17 @@ impl Context for Root {
                             call.provider,
                             now,
                             &fetcher::FetchError::new(
-                                "too_large",
+                                FetchResult::TooLarge,
                                 format!("the key set does not fit shared data: {e}"),
                             ),
                         ),
                         Some(Ok(p)) => {
                             let telemetry = self.vm.borrow().telemetry.clone();
-                            telemetry.inc(telemetry.registry.fetch(call.provider, "success"));
+                            telemetry.inc(
+                                telemetry
+                                    .registry
+                                    .fetch(call.provider, FetchResult::Success),
+                            );
                             let skipped = skipped.map_or(String::new(), |s| format!("; {s}"));
                             let dropped = if p.dropped_retired == 0 {
                                 String::new()
@@ -1046,7 +1053,7 @@ fn carry_out(
     for d in &plan.dropped {
         log(
             LogLevel::Warn,
-            &format!("claim for {} not forwarded: {}", d.header, d.reason),
+            &format!("claim for {} not forwarded: {}", d.header, d.detail),
         );
     }
     if let Some(line) = &plan.log {
@@ -1058,7 +1065,7 @@ fn carry_out(
 /// Denies a request that has no rule (none matched, or the host failed us before one was chosen).
 fn deny_without_rule(config: &Config, telemetry: &Telemetry, denial: Denial, ctx: &ReqCtx) {
     let plan = policy::Plan {
-        outcome: "deny",
+        outcome: crate::codes::Decision::Deny,
         reason: denial.code(),
         respond: Some(denial),
         ..policy::Plan::default()

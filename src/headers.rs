@@ -13,6 +13,7 @@
 //!   cookie when `forward_token` is false, and a query-parameter token always (URLs end up in logs).
 
 use crate::authenticator::{claim, granted_scopes, scalar_text};
+use crate::codes::codes;
 use crate::config::{Config, Provider, Requirement, TokenSource};
 use serde_json::{Map, Value};
 
@@ -105,22 +106,23 @@ pub fn to_strip<'a>(config: &Config, names: impl IntoIterator<Item = &'a str>) -
         .collect()
 }
 
+codes! {
+    /// Why a claim was not written into its header: the `reason` label of `claims_dropped`.
+    pub enum DropReason {
+        ControlCharacter => "control_character",
+        TooLong => "too_long",
+        /// An object, or an array holding one: not plain text.
+        NotPlain => "not_plain",
+    }
+}
+
 /// Why a claim was not written into its header (never the value itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dropped {
     pub header: String,
-    pub reason: &'static str,
-}
-
-impl Dropped {
-    /// The `reason` label of the `claims_dropped` metric.
-    pub fn metric_reason(&self) -> &'static str {
-        match self.reason {
-            "control character in value" => "control_character",
-            "value too long" => "too_long",
-            _ => "not_plain",
-        }
-    }
+    pub reason: DropReason,
+    /// For the log line: what was wrong with the value, without it.
+    pub detail: &'static str,
 }
 
 fn text(v: &Value, sep: &str) -> Result<Option<String>, &'static str> {
@@ -152,10 +154,11 @@ pub fn identity_headers(
             match claim(claims, &mapping.claim).map(|v| text(v, ",")) {
                 None | Some(Ok(None)) => None,
                 Some(Ok(Some(t))) => Some(t),
-                Some(Err(reason)) => {
+                Some(Err(detail)) => {
                     dropped.push(Dropped {
                         header: mapping.header.clone(),
-                        reason,
+                        reason: DropReason::NotPlain,
+                        detail,
                     });
                     None
                 }
@@ -165,12 +168,14 @@ pub fn identity_headers(
         if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
             dropped.push(Dropped {
                 header: mapping.header.clone(),
-                reason: "control character in value",
+                reason: DropReason::ControlCharacter,
+                detail: "control character in value",
             });
         } else if value.len() > max_bytes {
             dropped.push(Dropped {
                 header: mapping.header.clone(),
-                reason: "value too long",
+                reason: DropReason::TooLong,
+                detail: "value too long",
             });
         } else if !value.is_empty() {
             set.push((mapping.header.clone(), value));

@@ -7,8 +7,11 @@
 //! `STATS_TAGS_YAML` in the README) turn the pairs into Prometheus labels, e.g.
 //! `jwt_guard_decisions{route="api",mode="enforce",outcome="deny",reason="expired"}`.
 
+use crate::codes::{AllowReason, Decision};
 use crate::config::{Config, Mode, Rule};
-use crate::error::Denial;
+use crate::error::Reason;
+use crate::fetcher::FetchResult;
+use crate::headers::DropReason;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,51 +28,7 @@ pub struct MetricDef {
 }
 
 /// Route label for requests no rule matched.
-pub const NO_RULE_ROUTE: &str = "no_rule";
-
-/// Every denial reason, for defining the deny counters up front.
-pub const DENY_REASONS: &[&str] = &[
-    "missing",
-    "invalid_request",
-    "malformed",
-    "oversized",
-    "alg_not_allowed",
-    "forbidden_header",
-    "unknown_kid",
-    "key_mismatch",
-    "bad_signature",
-    "expired",
-    "not_yet_valid",
-    "missing_exp",
-    "wrong_issuer",
-    "wrong_audience",
-    "insufficient_scope",
-    "claim_mismatch",
-    "keys_unavailable",
-    "internal_error",
-];
-
-/// Denial reasons counted under the `no_rule` route.
-pub const NO_RULE_REASONS: &[&str] = &["no_rule", "internal_error", "invalid_request"];
-
-/// Reasons on allows: `ok` (valid token), `anonymous` (allow_missing, no token), `public` (rule without
-/// requirement or mode off), `degraded` (keys unavailable, rule opted in).
-pub const ALLOW_REASONS: &[&str] = &["ok", "anonymous", "public", "degraded"];
-
-/// Causes of a JWKS (or discovery) fetch result.
-pub const FETCH_RESULTS: &[&str] = &[
-    "success",
-    "timeout",
-    "connect_error",
-    "http_error",
-    "too_large",
-    "invalid",
-    "no_usable_key",
-    "issuer_mismatch",
-    "dispatch_error",
-];
-
-pub const DROP_REASONS: &[&str] = &["control_character", "too_long", "not_plain"];
+pub use crate::config::NO_RULE_ROUTE;
 
 pub fn mode_name(mode: Mode) -> &'static str {
     match mode {
@@ -116,19 +75,31 @@ impl Registry {
 
     fn add_decisions(&mut self, route: &str, mode: Mode, has_requirement: bool) {
         let m = mode_name(mode);
-        let mut pairs: Vec<(&'static str, &'static str)> = Vec::new();
+        let mut pairs: Vec<(Decision, &'static str)> = Vec::new();
+        let allow = |d: Decision, reasons: &[AllowReason]| {
+            reasons
+                .iter()
+                .map(move |r| (d, r.code()))
+                .collect::<Vec<_>>()
+        };
+        let deny = |d: Decision| Reason::under_a_rule().map(move |r| (d, r.code()));
         match (mode, has_requirement) {
-            (Mode::Off, _) | (_, false) => pairs.push(("allow", "public")),
+            (Mode::Off, _) | (_, false) => {
+                pairs.push((Decision::Allow, AllowReason::Public.code()))
+            }
             (Mode::Enforce, true) => {
-                pairs.extend(["ok", "anonymous", "degraded"].map(|r| ("allow", r)));
-                pairs.extend(DENY_REASONS.iter().map(|r| ("deny", *r)));
+                use AllowReason::{Anonymous, Degraded, Ok};
+                pairs.extend(allow(Decision::Allow, &[Ok, Anonymous, Degraded]));
+                pairs.extend(deny(Decision::Deny));
             }
             (Mode::Shadow, true) => {
-                pairs.extend(["ok", "anonymous"].map(|r| ("would_allow", r)));
-                pairs.extend(DENY_REASONS.iter().map(|r| ("would_deny", *r)));
+                use AllowReason::{Anonymous, Ok};
+                pairs.extend(allow(Decision::WouldAllow, &[Ok, Anonymous]));
+                pairs.extend(deny(Decision::WouldDeny));
             }
         }
         for (outcome, reason) in pairs {
+            let outcome = outcome.code();
             let name = format!(
                 "jwt_guard.decisions.route.{route}.mode.{m}.outcome.{outcome}.reason.{reason}"
             );
@@ -152,7 +123,7 @@ impl Registry {
         }
         // Denials before a rule is known: none matched, the host failed us, or the request's `Host`
         // cannot be matched against host rules.
-        for reason in NO_RULE_REASONS {
+        for reason in Reason::WITHOUT_A_RULE.map(Reason::code) {
             let idx = r.add(
                 format!("jwt_guard.decisions.route.{NO_RULE_ROUTE}.mode.enforce.outcome.deny.reason.{reason}"),
                 Kind::Counter,
@@ -160,7 +131,7 @@ impl Registry {
             r.decisions
                 .entry(NO_RULE_ROUTE.to_owned())
                 .or_default()
-                .insert(("deny", reason), idx);
+                .insert((Decision::Deny.code(), reason), idx);
         }
         for mode in ["enforce", "shadow", "off"] {
             let idx = r.add(
@@ -172,7 +143,7 @@ impl Registry {
         for p in &config.providers {
             let mut pm = ProviderMetrics::default();
             if matches!(p.jwks, crate::config::JwksSource::Remote(_)) {
-                for result in FETCH_RESULTS {
+                for result in FetchResult::ALL.iter().map(|r| r.code()) {
                     let name = format!("jwt_guard.jwks.provider.{}.fetch.result.{result}", p.name);
                     pm.fetch.insert(result, r.add(name, Kind::Counter));
                 }
@@ -191,7 +162,7 @@ impl Registry {
             );
             r.providers.push(pm);
         }
-        for reason in DROP_REASONS {
+        for reason in DropReason::ALL.iter().map(|r| r.code()) {
             let idx = r.add(
                 format!("jwt_guard.claims_dropped.reason.{reason}"),
                 Kind::Counter,
@@ -213,33 +184,26 @@ impl Registry {
         r
     }
 
-    pub fn decision(
-        &self,
-        route: &str,
-        outcome: &'static str,
-        reason: &'static str,
-    ) -> Option<usize> {
-        self.decisions.get(route)?.get(&(outcome, reason)).copied()
+    pub fn decision(&self, route: &str, outcome: Decision, reason: &'static str) -> Option<usize> {
+        self.decisions
+            .get(route)?
+            .get(&(outcome.code(), reason))
+            .copied()
     }
 
     pub fn latency(&self, mode: Mode) -> Option<usize> {
         self.latency.get(mode_name(mode)).copied()
     }
 
-    pub fn dropped(&self, reason: &str) -> Option<usize> {
-        self.dropped.get(reason).copied()
+    pub fn dropped(&self, reason: DropReason) -> Option<usize> {
+        self.dropped.get(reason.code()).copied()
     }
 
-    pub fn fetch(&self, provider: usize, result: &str) -> Option<usize> {
+    pub fn fetch(&self, provider: usize, result: FetchResult) -> Option<usize> {
         self.providers
             .get(provider)
-            .and_then(|p| p.fetch.get(result).copied())
+            .and_then(|p| p.fetch.get(result.code()).copied())
     }
-}
-
-/// The reason label of a denial.
-pub fn deny_reason(d: &Denial) -> &'static str {
-    d.code()
 }
 
 #[cfg(test)]
@@ -256,30 +220,21 @@ mod tests {
 
     #[test]
     fn every_deny_code_has_a_counter() {
-        let all = [
-            Denial::Missing,
-            Denial::InvalidRequest("x"),
-            Denial::Malformed("x"),
-            Denial::Oversized,
-            Denial::AlgNotAllowed,
-            Denial::ForbiddenHeader("x"),
-            Denial::UnknownKid,
-            Denial::KeyMismatch,
-            Denial::BadSignature,
-            Denial::Expired,
-            Denial::NotYetValid,
-            Denial::MissingExp,
-            Denial::WrongIssuer,
-            Denial::WrongAudience,
-            Denial::InsufficientScope(String::new()),
-            Denial::ClaimMismatch,
-            Denial::KeysUnavailable,
-            Denial::Internal,
-        ];
-        for d in &all {
-            assert!(DENY_REASONS.contains(&d.code()), "{}", d.code());
+        let c = cfg(r#"[{"name":"api","match":{"prefix":"/"},"requires":{"provider_name":"p"}}]"#);
+        let r = Registry::build(&c);
+        for reason in Reason::under_a_rule() {
+            assert!(
+                r.decision("api", Decision::Deny, reason.code()).is_some(),
+                "{reason}"
+            );
         }
-        assert_eq!(all.len(), DENY_REASONS.len());
+        for reason in Reason::WITHOUT_A_RULE {
+            assert!(
+                r.decision(NO_RULE_ROUTE, Decision::Deny, reason.code())
+                    .is_some(),
+                "{reason}"
+            );
+        }
     }
 
     #[test]
@@ -288,11 +243,13 @@ mod tests {
                         {"name":"api","match":{"prefix":"/a"},"requires":{"provider_name":"p"}},
                         {"name":"sh","match":{"prefix":"/"},"requires":{"provider_name":"p"},"mode":"shadow"}]"#);
         let r = Registry::build(&c);
-        assert!(r.decision("pub", "allow", "public").is_some());
-        assert!(r.decision("api", "deny", "expired").is_some());
-        assert!(r.decision("api", "would_deny", "expired").is_none());
-        assert!(r.decision("sh", "would_deny", "expired").is_some());
-        assert!(r.decision(NO_RULE_ROUTE, "deny", "no_rule").is_some());
+        assert!(r.decision("pub", Decision::Allow, "public").is_some());
+        assert!(r.decision("api", Decision::Deny, "expired").is_some());
+        assert!(r.decision("api", Decision::WouldDeny, "expired").is_none());
+        assert!(r.decision("sh", Decision::WouldDeny, "expired").is_some());
+        assert!(r
+            .decision(NO_RULE_ROUTE, Decision::Deny, "no_rule")
+            .is_some());
         let decisions = r
             .defs
             .iter()
@@ -300,7 +257,9 @@ mod tests {
             .count();
         assert_eq!(
             decisions,
-            1 + (3 + DENY_REASONS.len()) + (2 + DENY_REASONS.len()) + NO_RULE_REASONS.len()
+            1 + (3 + Reason::under_a_rule().count())
+                + (2 + Reason::under_a_rule().count())
+                + Reason::WITHOUT_A_RULE.len()
         );
         let mut names: Vec<&str> = r.defs.iter().map(|d| d.name.as_str()).collect();
         names.sort_unstable();

@@ -7,6 +7,7 @@
 //! Nothing else can turn an error into access.
 
 use crate::authenticator::{claim, Outcome, Verified};
+use crate::codes::{AllowReason, Decision};
 use crate::config::{Config, Mode, OnKeysUnavailable, Rule, DEGRADED_HEADER, SHADOW_HEADER};
 use crate::error::Denial;
 use crate::headers::{identity_headers, Dropped};
@@ -21,8 +22,8 @@ pub struct Plan {
     pub dropped: Vec<Dropped>,
     /// A line for Envoy's log (never contains a token or a claim value other than `sub`).
     pub log: Option<String>,
-    /// `allow`, `deny`, `would_allow` or `would_deny`: the metric and audit outcome.
-    pub outcome: &'static str,
+    /// The metric and audit outcome.
+    pub outcome: Decision,
     /// `ok`, `anonymous`, `public`, `degraded` or a denial code.
     pub reason: &'static str,
     /// The verified identity's provider, when there is one.
@@ -44,7 +45,7 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
 /// The `sub` for a log line: a short string without control characters, else `-`.
 fn sub_for_log(identity: Option<&Verified>) -> String {
     match identity
-        .and_then(|v| claim(&v.claims, "sub"))
+        .and_then(|v| claim(v.claims(), "sub"))
         .and_then(|s| s.as_str())
     {
         Some(s) if s.len() <= 256 && !s.bytes().any(|b| b.is_ascii_control()) => s.to_owned(),
@@ -54,9 +55,9 @@ fn sub_for_log(identity: Option<&Verified>) -> String {
 
 /// Records the verified identity's provider, issuer, subject and tenant for the audit record.
 fn note_identity(plan: &mut Plan, config: &Config, v: &Verified) {
-    plan.provider = Some(v.provider);
+    plan.provider = Some(v.provider());
     let text = |name: &str| {
-        claim(&v.claims, name)
+        claim(v.claims(), name)
             .and_then(scalar)
             .filter(|s| s.len() <= 256)
     };
@@ -68,8 +69,8 @@ fn note_identity(plan: &mut Plan, config: &Config, v: &Verified) {
 /// `outcome` must be decided (not `Wait`); a `Wait` is treated as keys unavailable.
 pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
     let mut plan = Plan {
-        outcome: "allow",
-        reason: "public",
+        outcome: Decision::Allow,
+        reason: AllowReason::Public.code(),
         ..Plan::default()
     };
     match (rule.mode, outcome) {
@@ -77,20 +78,21 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
         (_, _) if rule.requires.is_none() => {}
         (mode, Outcome::Allow(identity)) => {
             plan.outcome = if mode == Mode::Shadow {
-                "would_allow"
+                Decision::WouldAllow
             } else {
-                "allow"
+                Decision::Allow
             };
             plan.reason = if identity.is_some() {
-                "ok"
+                AllowReason::Ok
             } else {
-                "anonymous"
-            };
+                AllowReason::Anonymous
+            }
+            .code();
             if let Some(v) = identity {
                 note_identity(&mut plan, config, &v);
-                if let Some(provider) = config.providers.get(v.provider) {
+                if let Some(provider) = config.providers.get(v.provider()) {
                     let (set, dropped) =
-                        identity_headers(provider, &v.claims, config.max_header_value_bytes);
+                        identity_headers(provider, v.claims(), config.max_header_value_bytes);
                     plan.set_headers = set;
                     plan.dropped = dropped;
                 }
@@ -114,9 +116,9 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
             let sub = sub_for_log(identity.as_ref());
             let code = denial.code();
             plan.reason = code;
-            plan.outcome = "deny";
+            plan.outcome = Decision::Deny;
             if mode == Mode::Shadow {
-                plan.outcome = "would_deny";
+                plan.outcome = Decision::WouldDeny;
                 plan.set_headers
                     .push((SHADOW_HEADER.to_owned(), format!("deny; reason={code}")));
                 plan.log = Some(format!(
@@ -126,8 +128,8 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
             } else if denial == Denial::KeysUnavailable
                 && rule.on_keys_unavailable == OnKeysUnavailable::Degraded
             {
-                plan.outcome = "allow";
-                plan.reason = "degraded";
+                plan.outcome = Decision::Allow;
+                plan.reason = AllowReason::Degraded.code();
                 plan.set_headers
                     .push((DEGRADED_HEADER.to_owned(), code.to_owned()));
                 plan.log = Some(format!(

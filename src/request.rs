@@ -13,7 +13,7 @@
 use crate::authenticator::Outcome;
 use crate::config::{Config, Mode, Requirement, Rule};
 use crate::error::Denial;
-use crate::extractor::{extract, RequestView};
+use crate::extractor::{extract, RequestView, Tokens};
 use crate::headers::{self, Scrub};
 use crate::rules::{self, RequestInfo};
 
@@ -31,7 +31,7 @@ pub enum Step<'c> {
     Authenticate {
         rule: &'c Rule,
         requirement: &'c Requirement,
-        tokens: Vec<Vec<u8>>,
+        tokens: Tokens,
         now_ms: u64,
     },
 }
@@ -115,7 +115,7 @@ pub fn prepare<'c>(
         Ok(token) => Step::Authenticate {
             rule,
             requirement,
-            tokens: token.into_iter().collect(),
+            tokens: Tokens::new(token.into_iter().collect()),
             now_ms,
         },
         Err(d) => Step::Decided(rule, Outcome::Deny(d)),

@@ -5,7 +5,7 @@
 //! `JWT_GUARD_FUZZ_MS` per target (default 1500 ms; `make fuzz FUZZ_SECONDS=300` for long runs).
 //!
 //! Properties: nothing panics; every rejection is one of the documented codes (README.md's responses
-//! table) or fetch results (`metrics::FETCH_RESULTS`); only the corpus's own valid tokens are ever
+//! table) or failed fetch results (`fetcher::FetchResult`); only the corpus's own valid tokens are ever
 //! allowed (a mutated token that still verifies is a malleability bug); a parsed key set survives its
 //! stored form; discovery never leads from https to http and names our issuer; a parsed config keeps
 //! its invariants.
@@ -26,9 +26,9 @@ use engine::{documented_codes, Corpus};
 use jwt_guard::authenticator::{authenticate, Outcome};
 use jwt_guard::config::{Config, JwksSource, Requirement, TokenSource};
 use jwt_guard::crypto::Alg;
+use jwt_guard::fetcher::FetchResult;
 use jwt_guard::fetcher::{jwks_location, parse_jwks};
 use jwt_guard::jwks::{KeyLookup, KeySet, MAX_KEYS};
-use jwt_guard::metrics::FETCH_RESULTS;
 use jwt_guard::token::UntrustedToken;
 use mutate::*;
 use serde_json::{json, Value};
@@ -626,11 +626,8 @@ fn jwks() {
                 }
             }
             (Err(_), Err(e)) => {
-                if !FETCH_RESULTS.contains(&e.cause) || e.cause == "success" {
-                    return Err(format!(
-                        "parse_jwks cause {:?} is not a failed fetch result of {FETCH_RESULTS:?}",
-                        e.cause
-                    ));
+                if e.cause == FetchResult::Success {
+                    return Err("parse_jwks failed with cause `success`".to_owned());
                 }
                 if e.message.is_empty() || !no_control(&e.message) {
                     return Err(format!("bad log message {:?}", e.message));
@@ -751,11 +748,8 @@ fn discovery() {
                         }
                     }
                     Err(e) => {
-                        if !FETCH_RESULTS.contains(&e.cause) || e.cause == "success" {
-                            return Err(format!(
-                                "cause {:?} is not a failed fetch result of {FETCH_RESULTS:?}",
-                                e.cause
-                            ));
+                        if e.cause == FetchResult::Success {
+                            return Err("a failed step with cause `success`".to_owned());
                         }
                         if e.message.is_empty() || !no_control(&e.message) || e.message.len() > 1024
                         {
