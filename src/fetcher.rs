@@ -2,8 +2,8 @@
 //! each answer, and the errors: a `cause` for the fetch metric and a message for the log.
 
 use crate::codes::codes;
-use crate::config::split_uri;
 use crate::jwks::{log_text, JwksError, KeySet, MAX_JWKS_BYTES};
+use crate::units::split_uri;
 use serde_json::Value;
 
 /// Bigger discovery documents are refused (real ones are a few KB).

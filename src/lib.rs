@@ -28,6 +28,7 @@ pub mod rsa_fast;
 pub mod rules;
 pub mod token;
 pub mod tokencache;
+pub mod units;
 pub mod wire;
 
 /// The proxy-wasm entry points. Behind the default `filter` feature so that another wasm module (the

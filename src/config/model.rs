@@ -1,0 +1,220 @@
+//! The compiled, validated configuration the filter runs on.
+
+use crate::crypto::Alg;
+use crate::jwks::KeySet;
+use serde::Deserialize;
+
+#[derive(Debug)]
+pub struct Config {
+    pub providers: Vec<Provider>,
+    pub rules: Vec<Rule>,
+    /// Applies when no rule matches; `None` means deny (`no_rule`).
+    pub default_rule: Option<Rule>,
+    /// Whether any rule matches on Envoy's route name (the filter then reads `xds.route_name`).
+    pub uses_route_names: bool,
+    pub allow_cors_preflight: bool,
+    /// Client headers with these prefixes (in `headers::header_key` form) are removed before
+    /// anything else.
+    pub strip_header_prefixes: Vec<String>,
+    /// Every header the filter itself may set (in `header_key` form); also removed from every client
+    /// request, in any spelling.
+    pub managed_headers: Vec<String>,
+    /// Headers that carry tokens (`from_headers`): never stripped as identity headers, since the
+    /// filter must still read (and verify) what the client presents there. In `header_key` form.
+    pub token_headers: Vec<String>,
+    /// Whether any rule matches on hosts (a `Host` that is not a host name is then refused).
+    pub uses_hosts: bool,
+    /// Claim values longer than this are not written into headers.
+    pub max_header_value_bytes: usize,
+    pub audit: Audit,
+    /// Verified tokens kept per worker VM (0 disables the cache).
+    pub token_cache_size: usize,
+    pub realm: String,
+    /// How long a request may wait for the first key set of a provider before failing closed.
+    pub jwks_wait_timeout_ms: u64,
+    /// Which implementation checks RS*/ES* signatures (see `crypto`).
+    pub signature_backend: BackendChoice,
+}
+
+/// `signature_backend`: `auto` uses Envoy's host crypto when its known-answer check passes at VM
+/// start and the in-wasm code otherwise; `host` refuses the configuration where the host cannot do
+/// it; `wasm` never asks the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    Auto,
+    Host,
+    Wasm,
+}
+
+impl BackendChoice {
+    pub const ALL: [BackendChoice; 3] = [
+        BackendChoice::Auto,
+        BackendChoice::Host,
+        BackendChoice::Wasm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Host => "host",
+            BackendChoice::Wasm => "wasm",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: String,
+    /// Empty means the provider does not check `aud` (as in Envoy's `jwt_authn`).
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    pub algorithms: Vec<Alg>,
+    pub clock_skew_secs: u64,
+    pub require_expiration: bool,
+    pub sources: Vec<TokenSource>,
+    pub max_token_bytes: usize,
+    pub claim_to_headers: Vec<ClaimHeader>,
+    /// False: the token is removed from the request before it is forwarded.
+    pub forward_token: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    /// Claim name or dotted path (`org.id`); `scope` means the union of `scope` and `scp`.
+    pub claim: String,
+    pub header: String,
+}
+
+/// Where the per-decision audit record goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audit {
+    /// Into Envoy filter state `wasm.jwt_guard.audit`, for `%FILTER_STATE(wasm.jwt_guard.audit:PLAIN)%`.
+    pub filter_state: bool,
+    /// As an info line in Envoy's log.
+    pub log: bool,
+    /// Share of allow records written (0.0 to 1.0); denials are always written.
+    pub allow_sample_rate: f64,
+    /// The claim reported as `tenant`.
+    pub tenant_claim: String,
+}
+
+pub const AUDIT_FILTER_STATE: &str = "jwt_guard.audit";
+
+pub const SHADOW_HEADER: &str = "x-auth-shadow";
+pub const DEGRADED_HEADER: &str = "x-auth-degraded";
+
+#[derive(Debug)]
+pub enum JwksSource {
+    Remote(RemoteJwks),
+    Local(KeySet),
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    /// Where the first request goes: the JWKS itself, or the OIDC discovery document whose
+    /// `jwks_uri` (through the same cluster) gives the JWKS.
+    pub authority: String,
+    pub path: String,
+    pub discovery: bool,
+    /// Whether the configured URI is https (a discovery over https never leads to a plain-http JWKS).
+    pub https: bool,
+    /// For each of the (one or two) requests of a refresh.
+    pub timeout_ms: u64,
+    pub timing: crate::keycache::Timing,
+    /// Identifies this provider's JWKS source in shared data: a config change that points a provider
+    /// elsewhere never reads the old source's keys.
+    pub cache_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Header name (lowercase) and a prefix to strip; a prefix ending in a space is matched
+    /// case-insensitively (auth schemes are case-insensitive, RFC 7235 §2.1).
+    Header {
+        name: String,
+        prefix: String,
+    },
+    Param(String),
+    Cookie(String),
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    /// For logs (and metric labels later): the configured name, or `rules[i]` / `default`.
+    pub name: String,
+    pub matcher: Matcher,
+    /// `None`: the route needs no token.
+    pub requires: Option<Requirement>,
+    pub mode: Mode,
+    pub on_keys_unavailable: OnKeysUnavailable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Deny with 401/403/503.
+    Enforce,
+    /// Decide fully, never block; tell the upstream and the log what would have happened.
+    Shadow,
+    /// No authentication (identity headers are still stripped).
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnKeysUnavailable {
+    /// 503 with Retry-After.
+    FailClosed,
+    /// Let the request through without identity, flagged with `x-auth-degraded` and logged.
+    Degraded,
+}
+
+#[derive(Debug, Default)]
+pub struct Matcher {
+    pub path: Option<PathMatch>,
+    /// Uppercase methods; empty matches any.
+    pub methods: Vec<String>,
+    /// Lowercase hosts without port; `*.example.com` matches subdomains. Empty matches any.
+    pub hosts: Vec<String>,
+    pub route_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    /// Segments of a template: a literal, `*`/`{name}` for one segment, `**` (last) for the rest.
+    Template(Vec<Segment>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    One,
+    Rest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// Indexes into `Config::providers`; a token from any one of them satisfies the rule.
+    pub providers: Vec<usize>,
+    /// Replaces the providers' audiences for this rule.
+    pub audiences: Option<Vec<String>>,
+    /// All of these scopes are required.
+    pub scopes: Vec<String>,
+    /// At least one of these scopes is required (when not empty).
+    pub any_scopes: Vec<String>,
+    pub claims: Vec<ClaimRequirement>,
+    /// A request without any token passes (without identity); a presented token must still be valid.
+    pub allow_missing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequirement {
+    pub name: String,
+    /// `None`: the claim must be present (and not null). Otherwise its value (or one of its array
+    /// elements) must equal one of these.
+    pub values: Option<Vec<String>>,
+}

@@ -1,0 +1,158 @@
+//! The plugin configuration as written: strict serde structs (`deny_unknown_fields`).
+
+use super::model::{Mode, OnKeysUnavailable};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) providers: BTreeMap<String, RawProvider>,
+    pub(crate) rules: Vec<RawRule>,
+    pub(crate) default: Option<RawDefault>,
+    pub(crate) realm: Option<String>,
+    pub(crate) jwks_wait_timeout: Option<String>,
+    pub(crate) allow_cors_preflight: Option<bool>,
+    pub(crate) strip_header_prefixes: Option<Vec<String>>,
+    pub(crate) max_header_value_bytes: Option<usize>,
+    pub(crate) audit: Option<RawAudit>,
+    pub(crate) token_cache_size: Option<usize>,
+    pub(crate) signature_backend: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub(crate) filter_state: Option<bool>,
+    pub(crate) log: Option<bool>,
+    pub(crate) allow_sample_rate: Option<f64>,
+    pub(crate) tenant_claim: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProvider {
+    pub(crate) issuer: String,
+    pub(crate) audiences: Option<Vec<String>>,
+    pub(crate) remote_jwks: Option<RawRemoteJwks>,
+    pub(crate) local_jwks: Option<RawLocalJwks>,
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) clock_skew_seconds: Option<u64>,
+    pub(crate) require_expiration: Option<bool>,
+    pub(crate) from_headers: Option<Vec<RawHeaderSource>>,
+    pub(crate) from_params: Option<Vec<String>>,
+    pub(crate) from_cookies: Option<Vec<String>>,
+    pub(crate) max_token_bytes: Option<usize>,
+    pub(crate) claim_to_headers: Option<Vec<RawClaimHeader>>,
+    pub(crate) forward_token: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClaimHeader {
+    pub(crate) claim: String,
+    pub(crate) header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemoteJwks {
+    pub(crate) http_uri: Option<RawHttpUri>,
+    pub(crate) discovery: Option<RawDiscovery>,
+    pub(crate) cache_duration: Option<String>,
+    pub(crate) max_stale: Option<String>,
+    pub(crate) rotation_grace: Option<String>,
+    pub(crate) unknown_kid_refetch_interval: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    /// Defaults to `<issuer>/.well-known/openid-configuration`.
+    pub(crate) uri: Option<String>,
+    pub(crate) cluster: String,
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpUri {
+    pub(crate) uri: String,
+    pub(crate) cluster: String,
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLocalJwks {
+    pub(crate) inline_string: Option<String>,
+    pub(crate) inline: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderSource {
+    pub(crate) name: String,
+    pub(crate) value_prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub(crate) name: Option<String>,
+    #[serde(rename = "match")]
+    pub(crate) matcher: RawMatch,
+    pub(crate) requires: Option<RawRequirement>,
+    pub(crate) mode: Option<Mode>,
+    pub(crate) on_keys_unavailable: Option<OnKeysUnavailable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefault {
+    pub(crate) requires: Option<RawRequirement>,
+    pub(crate) mode: Option<Mode>,
+    pub(crate) on_keys_unavailable: Option<OnKeysUnavailable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMatch {
+    pub(crate) prefix: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) template: Option<String>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) hosts: Option<Vec<String>>,
+    pub(crate) route_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequirement {
+    pub(crate) provider_name: Option<String>,
+    pub(crate) requires_any: Option<RawRequiresAny>,
+    pub(crate) audiences: Option<Vec<String>>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) any_scopes: Option<Vec<String>>,
+    pub(crate) claims: Option<Vec<RawClaimRequirement>>,
+    pub(crate) allow_missing: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClaimRequirement {
+    pub(crate) name: String,
+    pub(crate) values: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequiresAny {
+    pub(crate) requirements: Vec<RawProviderRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProviderRef {
+    pub(crate) provider_name: String,
+}
