@@ -14,7 +14,7 @@ use crate::audit;
 use crate::authenticator::{authenticate_at_ms, KeyState, Keys, Outcome};
 use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{BackendChoice, Config, JwksSource, Mode, Rule};
-use crate::crypto::{self, Backend, Verifier};
+use crate::crypto::{Backend, Verifier};
 use crate::error::Denial;
 use crate::extractor::{HeaderList, RequestView, Tokens};
 use crate::fetcher::{self, FetchResult, Stage};
@@ -263,7 +263,7 @@ impl Vm {
         }
         let check = self
             .host_check
-            .get_or_insert_with(|| crypto::detect(&ProxyWasmHost));
+            .get_or_insert_with(|| crate::detect::detect(&ProxyWasmHost));
         match (check, choice) {
             (Ok(()), _) => Ok(Backend::Host),
             (Err(why), BackendChoice::Host) => Err(format!(

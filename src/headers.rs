@@ -17,18 +17,7 @@ use crate::codes::codes;
 use crate::config::{Config, Provider, Requirement, TokenSource};
 use serde_json::{Map, Value};
 
-/// A header name as the filter compares it: ASCII case folded and `_` read as `-`. Envoy accepts
-/// underscores in header names by default, and CGI/WSGI/Rack/PHP gateways turn `X-User-Sub` and
-/// `x_user_sub` into the same variable (`HTTP_X_USER_SUB`), so for a header the filter owns or reads,
-/// every such spelling is the same header.
-pub fn header_key(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            b => char::from(b.to_ascii_lowercase()),
-        })
-        .collect()
-}
+pub use crate::spelling::header_key;
 
 /// Whether header name `name` is `key` (a `header_key`) in some spelling; no allocation, since it
 /// runs for every request header.

@@ -71,19 +71,7 @@ const MAX_BACKOFF_MS: u64 = 30_000;
 /// and fail closed at once (the IdP is down, not slow).
 const FAILURES_BEFORE_FAST_FAIL: u32 = 2;
 
-/// Timing of one provider's key set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    pub cache_duration_ms: u64,
-    /// Budget for one refresh (discovery + JWKS fetch); the lease lasts this long plus a margin.
-    pub fetch_budget_ms: u64,
-    /// How long an expired set is still used while refreshes fail (stale-if-error).
-    pub max_stale_ms: u64,
-    /// How long a key that left the JWKS stays usable.
-    pub rotation_grace_ms: u64,
-    /// At most one unknown-`kid` refetch per this interval.
-    pub refetch_interval_ms: u64,
-}
+pub use crate::config::Timing;
 
 /// One VM's view of one provider's shared key set.
 #[derive(Debug)]

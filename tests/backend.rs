@@ -9,7 +9,8 @@
 mod common;
 
 use common::{b64u, fixture_path, pem_der};
-use jwt_guard::crypto::{detect, known_answers, Alg, Backend, HostError, SignatureHost, Verifier};
+use jwt_guard::crypto::{Alg, Backend, HostError, SignatureHost, Verifier};
+use jwt_guard::detect::{detect, known_answers};
 use jwt_guard::jwks::parse_jwk_value;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};

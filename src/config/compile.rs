@@ -150,7 +150,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(list) => {
             let mut out = Vec::new();
             for (i, p) in list.iter().enumerate() {
-                let p = crate::headers::header_key(p);
+                let p = crate::spelling::header_key(p);
                 if p.len() < 3 || !is_header_name(&p) {
                     return Err(err(
                         format!("strip_header_prefixes[{i}]"),
@@ -166,7 +166,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut managed_headers = vec![SHADOW_HEADER.to_owned(), DEGRADED_HEADER.to_owned()];
     for p in &providers {
         for ch in &p.claim_to_headers {
-            let key = crate::headers::header_key(&ch.header);
+            let key = crate::spelling::header_key(&ch.header);
             if !managed_headers.contains(&key) {
                 managed_headers.push(key);
             }
@@ -176,7 +176,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     for p in &providers {
         for source in &p.sources {
             if let TokenSource::Header { name, .. } = source {
-                let name = &crate::headers::header_key(name);
+                let name = &crate::spelling::header_key(name);
                 if managed_headers.contains(name) {
                     return Err(err(
                         format!("providers.{}.from_headers", p.name),
@@ -330,7 +330,7 @@ fn compile_match(f: &str, m: &RawMatch) -> Result<Matcher, ConfigError> {
         // The same normal form as request hosts (`rules::normalize_host`): lowercase, one trailing
         // dot dropped, no empty label.
         let normal = (!bare.contains([':', '[', '*']))
-            .then(|| crate::rules::normalize_host(bare.as_bytes()))
+            .then(|| crate::spelling::normalize_host(bare.as_bytes()))
             .flatten()
             .and_then(|h| String::from_utf8(h).ok());
         let Some(normal) = normal else {
@@ -570,7 +570,7 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
                 discovery,
                 https: uri.starts_with("https://"),
                 timeout_ms,
-                timing: crate::keycache::Timing {
+                timing: Timing {
                     cache_duration_ms,
                     fetch_budget_ms,
                     max_stale_ms,
@@ -728,10 +728,10 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
                         "must not be empty",
                     ));
                 }
-                let key = crate::headers::header_key(&header);
+                let key = crate::spelling::header_key(&header);
                 if out
                     .iter()
-                    .any(|x| crate::headers::header_key(&x.header) == key)
+                    .any(|x| crate::spelling::header_key(&x.header) == key)
                 {
                     return Err(err(
                         format!("{f}.claim_to_headers[{i}].header"),

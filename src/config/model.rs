@@ -122,7 +122,7 @@ pub struct RemoteJwks {
     pub https: bool,
     /// For each of the (one or two) requests of a refresh.
     pub timeout_ms: u64,
-    pub timing: crate::keycache::Timing,
+    pub timing: Timing,
     /// Identifies this provider's JWKS source in shared data: a config change that points a provider
     /// elsewhere never reads the old source's keys.
     pub cache_key: String,
@@ -217,4 +217,18 @@ pub struct ClaimRequirement {
     /// `None`: the claim must be present (and not null). Otherwise its value (or one of its array
     /// elements) must equal one of these.
     pub values: Option<Vec<String>>,
+}
+
+/// Timing of one provider's key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub cache_duration_ms: u64,
+    /// Budget for one refresh (discovery + JWKS fetch); the lease lasts this long plus a margin.
+    pub fetch_budget_ms: u64,
+    /// How long an expired set is still used while refreshes fail (stale-if-error).
+    pub max_stale_ms: u64,
+    /// How long a key that left the JWKS stays usable.
+    pub rotation_grace_ms: u64,
+    /// At most one unknown-`kid` refetch per this interval.
+    pub refetch_interval_ms: u64,
 }

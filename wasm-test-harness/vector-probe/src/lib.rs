@@ -105,7 +105,7 @@ impl RootContext for ProbeRoot {
             }
         };
         if backend == Backend::Host {
-            if let Err(e) = crypto::detect(real_host()) {
+            if let Err(e) = jwt_guard::detect::detect(real_host()) {
                 log(
                     LogLevel::Error,
                     &format!("vector-probe: backend host refused: the host cannot verify: {e}"),
