@@ -50,17 +50,52 @@ fn no_control(text: &str) -> bool {
 }
 
 #[test]
-fn readme_documents_the_denial_codes() {
-    let codes = documented_codes();
-    assert!(!codes.is_empty(), "no codes in README.md's responses table");
-    for code in [
-        "missing",
-        "malformed",
-        "bad_signature",
-        "expired",
-        "keys_unavailable",
-    ] {
-        assert!(codes.iter().any(|c| c == code), "{code} not in {codes:?}");
+fn readme_documents_every_denial_code_with_its_status() {
+    use jwt_guard::error::{Denial, Reason};
+    let documented = engine::documented_statuses();
+    assert!(
+        !documented.is_empty(),
+        "no codes in README.md's responses table"
+    );
+    for &reason in Reason::ALL {
+        // One denial per reason (the match is exhaustive: a new reason must be listed here).
+        let denial = match reason {
+            Reason::Missing => Denial::Missing,
+            Reason::InvalidRequest => Denial::InvalidRequest("x"),
+            Reason::Malformed => Denial::Malformed("x"),
+            Reason::Oversized => Denial::Oversized,
+            Reason::AlgNotAllowed => Denial::AlgNotAllowed,
+            Reason::ForbiddenHeader => Denial::ForbiddenHeader("x"),
+            Reason::UnknownKid => Denial::UnknownKid,
+            Reason::KeyMismatch => Denial::KeyMismatch,
+            Reason::BadSignature => Denial::BadSignature,
+            Reason::Expired => Denial::Expired,
+            Reason::NotYetValid => Denial::NotYetValid,
+            Reason::MissingExp => Denial::MissingExp,
+            Reason::WrongIssuer => Denial::WrongIssuer,
+            Reason::WrongAudience => Denial::WrongAudience,
+            Reason::InsufficientScope => Denial::InsufficientScope("s".into()),
+            Reason::ClaimMismatch => Denial::ClaimMismatch,
+            Reason::KeysUnavailable => Denial::KeysUnavailable,
+            Reason::NoRule => Denial::NoRule,
+            Reason::Internal => Denial::Internal,
+        };
+        assert_eq!(denial.reason(), reason);
+        let status = jwt_guard::response::deny_response(&denial, "r").status;
+        let row = documented.iter().find(|(c, _)| c == reason.code());
+        assert_eq!(
+            row.map(|(_, s)| *s),
+            Some(status),
+            "README responses table: `{}` should be documented with status {status}",
+            reason.code()
+        );
+    }
+    // And nothing documented that the filter does not have.
+    for (code, _) in &documented {
+        assert!(
+            Reason::ALL.iter().any(|r| r.code() == code),
+            "README documents `{code}`, which is no denial code"
+        );
     }
 }
 

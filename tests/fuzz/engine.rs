@@ -192,6 +192,11 @@ pub fn run(
 /// The denial codes of README.md's responses table (the `code` column), so the fuzz tests tie every
 /// rejection to the documentation.
 pub fn documented_codes() -> Vec<String> {
+    documented_statuses().into_iter().map(|(c, _)| c).collect()
+}
+
+/// Each code of README.md's responses table with the status its row gives.
+pub fn documented_statuses() -> Vec<(String, u32)> {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let mut lines = readme.lines().skip_while(|l| {
         let cols: Vec<&str> = l.split('|').map(str::trim).collect();
@@ -203,12 +208,19 @@ pub fn documented_codes() -> Vec<String> {
     );
     let mut codes = Vec::new();
     for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
-        let Some(col) = line.split('|').nth(3) else {
+        let cols: Vec<&str> = line.split('|').collect();
+        let (Some(status), Some(col)) = (cols.get(2), cols.get(3)) else {
             continue;
         };
+        let digits: String = status
+            .trim()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let status: u32 = digits.parse().expect("a status in the responses table");
         for (i, part) in col.split('`').enumerate() {
             if i % 2 == 1 && !part.is_empty() {
-                codes.push(part.to_owned());
+                codes.push((part.to_owned(), status));
             }
         }
     }
