@@ -10,9 +10,7 @@
 //! While parked, body and trailer callbacks also pause, so a request body can never carry the request
 //! past the filter before it is decided.
 
-use crate::audit;
 use crate::authenticator::{authenticate_at_ms, KeyState, Keys, Outcome};
-use crate::config::AUDIT_FILTER_STATE;
 use crate::config::{BackendChoice, Config, JwksSource, Mode, Rule};
 use crate::crypto::{Backend, Verifier};
 use crate::error::Denial;
@@ -23,13 +21,14 @@ use crate::jwks;
 use crate::keycache::{
     self, Health, ProviderCache, SharedStore, StoreError, SyncResult, UnknownKid,
 };
-use crate::metrics::{self, Kind, Registry};
+use crate::metrics::{self, Registry};
 use crate::policy;
 use crate::request::{self, Prepared, Step};
 use crate::response::deny_response;
+use crate::telemetry::ReqCtx;
 use crate::tokencache::{CachedToken, ForgedCache, TokenCache};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -91,30 +90,6 @@ struct Waiter {
     ctx: ReqCtx,
 }
 
-/// What the audit record and the latency metric need to know about a request.
-struct ReqCtx {
-    start_ns: u128,
-    request_id: Option<Vec<u8>>,
-    method: Vec<u8>,
-    path: Vec<u8>,
-    /// The audit record's `token_hash`: from the token-cache entry for a verified token, else
-    /// computed only when a record is written.
-    token_hash: Option<Rc<str>>,
-}
-
-impl ReqCtx {
-    /// Fills `token_hash` for the decided `outcome` of `tokens`, when audit records are written.
-    fn note_token(&mut self, config: &Config, outcome: &Outcome, tokens: &[Vec<u8>]) {
-        if !(config.audit.filter_state || config.audit.log) {
-            return;
-        }
-        self.token_hash = match outcome {
-            Outcome::Allow(Some(v)) | Outcome::Forbidden(v, _) => Some(v.token_hash().clone()),
-            _ => tokens.first().map(|t| Rc::from(audit::token_hash(t))),
-        };
-    }
-}
-
 fn now_ns() -> Option<u128> {
     hostcalls::current_time_ns()
         .ok()
@@ -122,115 +97,8 @@ fn now_ns() -> Option<u128> {
         .filter(|ns| *ns > 0)
 }
 
-/// Metric ids defined in Envoy, indexed like `Registry::defs`. Read-only after configure, so it is
-/// shared by `Rc` and never borrowed across host calls.
-#[derive(Default)]
-struct Telemetry {
-    registry: Registry,
-    ids: Vec<Option<u32>>,
-}
-
-impl Telemetry {
-    fn define(registry: Registry) -> Telemetry {
-        let ids = registry
-            .defs
-            .iter()
-            .map(|d| {
-                let kind = match d.kind {
-                    Kind::Counter => MetricType::Counter,
-                    Kind::Gauge => MetricType::Gauge,
-                    Kind::Histogram => MetricType::Histogram,
-                };
-                hostcalls::define_metric(kind, &d.name).ok()
-            })
-            .collect::<Vec<_>>();
-        let missing = ids.iter().filter(|i| i.is_none()).count();
-        if missing > 0 {
-            log(
-                LogLevel::Warn,
-                &format!("{missing} metrics could not be defined; they will not be reported"),
-            );
-        }
-        Telemetry { registry, ids }
-    }
-
-    fn id(&self, idx: Option<usize>) -> Option<u32> {
-        idx.and_then(|i| self.ids.get(i).copied().flatten())
-    }
-
-    /// Metrics never change a decision: a host error here is ignored.
-    fn inc(&self, idx: Option<usize>) {
-        if let Some(id) = self.id(idx) {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-
-    fn set(&self, idx: Option<usize>, value: u64) {
-        if let Some(id) = self.id(idx) {
-            let _ = hostcalls::record_metric(id, value);
-        }
-    }
-
-    /// Counts a decision, records its latency, and writes its audit record.
-    fn decision(
-        &self,
-        config: &Config,
-        route: &str,
-        mode: Mode,
-        plan: &policy::Plan,
-        ctx: &ReqCtx,
-    ) {
-        // Metrics and audit only: a failed clock read here changes no decision.
-        let now = now_ns().unwrap_or(ctx.start_ns);
-        let latency_us = (now.saturating_sub(ctx.start_ns) / 1_000) as u64;
-        self.inc(self.registry.decision(route, plan.outcome, plan.reason));
-        self.set(self.registry.latency(mode), latency_us);
-        for d in &plan.dropped {
-            self.inc(self.registry.dropped(d.reason));
-        }
-        let audit = &config.audit;
-        if !(audit.filter_state || audit.log) {
-            return;
-        }
-        // Low bits of the clock's nanoseconds, mixed: good enough to sample allow records.
-        let roll = ((now as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32;
-        if !audit::should_write(plan.outcome, audit.allow_sample_rate, roll) {
-            return;
-        }
-        let provider = plan
-            .provider
-            .and_then(|i| config.providers.get(i))
-            .map(|p| p.name.as_str());
-        let record = audit::Record {
-            time_ms: (now / 1_000_000) as u64,
-            request_id: ctx.request_id.as_deref(),
-            route,
-            mode: metrics::mode_name(mode),
-            decision: plan.outcome,
-            reason: plan.reason,
-            provider,
-            issuer: plan.issuer.as_deref(),
-            subject: plan.subject.as_deref(),
-            tenant: plan.tenant.as_deref(),
-            token_hash: ctx.token_hash.as_deref(),
-            method: &ctx.method,
-            path: &ctx.path,
-            latency_us,
-        }
-        .to_json();
-        if audit.filter_state
-            && hostcalls::set_property(&[AUDIT_FILTER_STATE], record.as_bytes()).is_err()
-        {
-            log(
-                LogLevel::Debug,
-                "could not store the audit record in filter state",
-            );
-        }
-        if audit.log {
-            log(LogLevel::Info, &format!("audit {record}"));
-        }
-    }
-}
+/// The VM's telemetry, through the proxy-wasm host.
+type Telemetry = crate::telemetry::Telemetry<ProxyWasmHost>;
 
 #[derive(Default)]
 struct Vm {
@@ -945,7 +813,7 @@ impl RootContext for Root {
             // than on the first request.
             crate::p256_fast::P256Verifier::warm_up();
         }
-        let telemetry = Rc::new(Telemetry::define(Registry::build(&config)));
+        let telemetry = Rc::new(Telemetry::define(ProxyWasmHost, Registry::build(&config)));
         for (b, idx) in &telemetry.registry.signature_backend {
             telemetry.set(Some(*idx), u64::from(*b == backend));
         }

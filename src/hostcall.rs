@@ -339,7 +339,51 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, HostErr
 }
 
 /// Envoy's `verify_signature` as the `host` backend's host.
+#[derive(Default, Clone, Copy)]
 pub struct ProxyWasmHost;
+
+impl crate::host::Host for ProxyWasmHost {
+    fn now_ns(&self) -> Option<u128> {
+        current_time_ns().ok().map(u128::from).filter(|ns| *ns > 0)
+    }
+
+    fn log(&self, level: crate::host::Level, message: &str) {
+        use crate::host::Level;
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        let _ = log(level, message);
+    }
+
+    fn define_metric(
+        &self,
+        kind: crate::metrics::Kind,
+        name: &str,
+    ) -> Result<u32, crate::host::Refused> {
+        use crate::metrics::Kind;
+        let kind = match kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+        };
+        define_metric(kind, name).map_err(|s| crate::host::Refused(s.0))
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), crate::host::Refused> {
+        increment_metric(id, delta).map_err(|s| crate::host::Refused(s.0))
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), crate::host::Refused> {
+        record_metric(id, value).map_err(|s| crate::host::Refused(s.0))
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), crate::host::Refused> {
+        set_property(path, value).map_err(|s| crate::host::Refused(s.0))
+    }
+}
 
 impl SignatureHost for ProxyWasmHost {
     fn call_verify_signature(&self, args: &[u8]) -> Result<Vec<u8>, HostError> {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod extractor;
 pub mod fetcher;
 pub mod headers;
+pub mod host;
 #[cfg(target_arch = "wasm32")]
 pub mod hostcall;
 pub mod json;
@@ -28,6 +29,7 @@ pub mod response;
 pub mod rsa_fast;
 pub mod rules;
 pub mod spelling;
+pub mod telemetry;
 pub mod token;
 pub mod tokencache;
 pub mod units;

@@ -2272,3 +2272,106 @@ mod cache {
         assert_eq!(at(&k, &fresh, deadline), "unknown_kid");
     }
 }
+
+/// Telemetry through the fake host: the decision counter, the latency histogram and the audit
+/// record (in filter state and the log) of one decision; allows sampled out; host refusals.
+#[test]
+fn telemetry_counts_times_and_audits_each_decision() {
+    use jwt_guard::config::{Mode, AUDIT_FILTER_STATE};
+    use jwt_guard::host::{FakeHost, Level};
+    use jwt_guard::metrics::Registry;
+    use jwt_guard::policy::plan;
+    use jwt_guard::telemetry::{ReqCtx, Telemetry};
+    let f = fixtures();
+    let good = rs256(&f, with(claims(), json!({"tenant": "acme"})));
+    let mut cfg = rule_config(json!({"scopes": ["reports:read"]}), "shadow", json!({}));
+    cfg.audit.filter_state = true;
+    cfg.audit.log = true;
+    cfg.audit.allow_sample_rate = 0.0;
+    let now: u128 = 1_800_000_000_000_000_000;
+    let host = FakeHost::at(now);
+    host.refuse_metrics
+        .borrow_mut()
+        .push("jwt_guard.cors_preflights".to_owned());
+    let t = Telemetry::define(&host, Registry::build(&cfg));
+    let warned: Vec<String> = host
+        .logs
+        .borrow()
+        .iter()
+        .filter(|(l, _)| *l == Level::Warn)
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert_eq!(
+        warned,
+        ["1 metrics could not be defined; they will not be reported"]
+    );
+    let rule = &cfg.rules[0];
+    let ctx = |token: &[u8]| ReqCtx {
+        start_ns: now - 5_000_000,
+        request_id: Some(b"req-1".to_vec()),
+        method: b"GET".to_vec(),
+        path: b"/reports/q3?access_token=secret".to_vec(),
+        token_hash: Some(std::rc::Rc::from(jwt_guard::audit::token_hash(token))),
+    };
+    let p = plan(&cfg, rule, run(&cfg, std::slice::from_ref(&good)));
+    t.decision(&cfg, "r", Mode::Shadow, &p, &ctx(&good));
+    assert_eq!(
+        host.value(
+            "jwt_guard.decisions.route.r.mode.shadow.outcome.would_deny.reason.insufficient_scope"
+        ),
+        1
+    );
+    assert_eq!(
+        host.value("jwt_guard.decision_latency_us.mode.shadow"),
+        5_000
+    );
+    let record: Value = serde_json::from_slice(
+        host.properties
+            .borrow()
+            .get(AUDIT_FILTER_STATE)
+            .expect("audit record in filter state"),
+    )
+    .expect("json");
+    assert_eq!(record["decision"], "would_deny");
+    assert_eq!(record["reason"], "insufficient_scope");
+    assert_eq!(record["subject"], "alice");
+    assert_eq!(record["tenant"], "acme");
+    assert_eq!(record["path"], "/reports/q3", "no query string");
+    assert_eq!(record["latency_us"], 5_000);
+    let logged = host.logs.borrow().iter().any(|(l, m)| {
+        *l == Level::Info && m.starts_with("audit {") && m.contains("\"subject\":\"alice\"")
+    });
+    assert!(logged, "{:?}", host.logs.borrow());
+    assert!(!format!("{:?}", host.logs.borrow()).contains("secret"));
+
+    // An allow at sample rate 0: counted, not audited.
+    host.properties.borrow_mut().clear();
+    let scoped = rs256(
+        &f,
+        with(claims(), json!({"tenant": "acme", "scope": "reports:read"})),
+    );
+    let p = plan(&cfg, rule, run(&cfg, std::slice::from_ref(&scoped)));
+    t.decision(&cfg, "r", Mode::Shadow, &p, &ctx(&scoped));
+    assert_eq!(
+        host.value("jwt_guard.decisions.route.r.mode.shadow.outcome.would_allow.reason.ok"),
+        1
+    );
+    assert!(host.properties.borrow().is_empty());
+
+    // A host that refuses the filter-state write: the decision still counts, the failure is a
+    // debug line.
+    *host.refuse_properties.borrow_mut() = true;
+    let p = plan(&cfg, rule, run(&cfg, std::slice::from_ref(&good)));
+    t.decision(&cfg, "r", Mode::Shadow, &p, &ctx(&good));
+    assert_eq!(
+        host.value(
+            "jwt_guard.decisions.route.r.mode.shadow.outcome.would_deny.reason.insufficient_scope"
+        ),
+        2
+    );
+    assert!(host
+        .logs
+        .borrow()
+        .iter()
+        .any(|(l, m)| *l == Level::Debug && m.contains("could not store the audit record")));
+}
