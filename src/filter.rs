@@ -27,6 +27,7 @@ use crate::request::{self, Prepared, Step};
 use crate::response::deny_response;
 use crate::telemetry::ReqCtx;
 use crate::tokencache::{CachedToken, ForgedCache, TokenCache};
+use crate::waiters::Waiters;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::cell::{Cell, RefCell};
@@ -80,12 +81,11 @@ struct InFlight {
     give_up_ms: u64,
 }
 
-/// A request parked until its provider's keys arrive.
+/// What a request parked until its provider's keys arrive needs to be decided and resumed (its
+/// stream and deadline are kept by `waiters::Waiters`).
 struct Waiter {
-    context_id: u32,
     rule: RuleRef,
     tokens: Tokens,
-    deadline_ms: u64,
     parked: Rc<Cell<bool>>,
     ctx: ReqCtx,
 }
@@ -105,7 +105,7 @@ struct Vm {
     config: Option<Rc<Config>>,
     /// One per provider, `None` for providers with a local JWKS.
     caches: Vec<Option<ProviderCache>>,
-    waiters: Vec<Waiter>,
+    waiters: Waiters<Waiter>,
     /// dispatch token → (provider index, give-up time), for fetches this VM has in flight. An entry
     /// whose answer never came is dropped at its give-up time so this VM can fetch again.
     in_flight: HashMap<u32, InFlight>,
@@ -528,32 +528,28 @@ impl Root {
             return;
         };
         let telemetry = self.vm.borrow().telemetry.clone();
-        let waiters = std::mem::take(&mut self.vm.borrow_mut().waiters);
-        let mut still = Vec::new();
-        let mut decided = Vec::new();
-        {
-            let vm = self.vm.borrow();
-            for w in waiters {
-                let Some(rule) = w.rule.get(&config) else {
-                    decided.push((w, Outcome::Deny(Denial::NoRule)));
-                    continue;
-                };
-                match vm.decide(&config, rule, &w.tokens, now, now < w.deadline_ms) {
-                    Outcome::Wait(_) => still.push(w),
-                    outcome => {
-                        let mut w = w;
+        let decided = {
+            let mut vm = self.vm.borrow_mut();
+            let mut waiters = std::mem::take(&mut vm.waiters);
+            let decided = waiters.drain(now, |w, may_wait| match w.rule.get(&config) {
+                None => Outcome::Deny(Denial::NoRule),
+                Some(rule) => {
+                    let outcome = vm.decide(&config, rule, &w.tokens, now, may_wait);
+                    if !matches!(outcome, Outcome::Wait(_)) {
                         w.ctx.note_token(&config, &outcome, &w.tokens);
-                        decided.push((w, outcome))
                     }
+                    outcome
                 }
-            }
-        }
-        self.vm.borrow_mut().waiters.extend(still);
+            });
+            vm.waiters = waiters;
+            decided
+        };
         // No RefCell borrow is held across these host calls.
-        for (w, outcome) in decided {
-            if hostcalls::set_effective_context(w.context_id).is_err() {
+        for (p, outcome) in decided {
+            if hostcalls::set_effective_context(p.context_id).is_err() {
                 continue; // the stream is gone
             }
+            let w = p.item;
             let Some(rule) = w.rule.get(&config) else {
                 deny_without_rule(&config, &telemetry, Denial::NoRule, &w.ctx);
                 continue;
@@ -584,10 +580,10 @@ impl Root {
             return;
         };
         let telemetry = self.vm.borrow().telemetry.clone();
-        let waiters = std::mem::take(&mut self.vm.borrow_mut().waiters);
-        for w in waiters {
-            if hostcalls::set_effective_context(w.context_id).is_ok() {
-                deny_without_rule(&config, &telemetry, Denial::Internal, &w.ctx);
+        let waiters = self.vm.borrow_mut().waiters.take_all();
+        for p in waiters {
+            if hostcalls::set_effective_context(p.context_id).is_ok() {
+                deny_without_rule(&config, &telemetry, Denial::Internal, &p.item.ctx);
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);
@@ -991,7 +987,7 @@ impl Context for Http {
     fn on_done(&mut self) -> bool {
         let id = self.context_id;
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
-            vm.waiters.retain(|w| w.context_id != id);
+            vm.waiters.forget(id);
         }
         true
     }
@@ -1089,14 +1085,16 @@ impl HttpContext for Http {
         };
         if let Outcome::Wait(_) = outcome {
             self.parked.set(true);
-            self.vm.borrow_mut().waiters.push(Waiter {
-                context_id: self.context_id,
-                rule: RuleRef::of(&config, rule),
-                tokens,
-                deadline_ms: now.saturating_add(config.jwks_wait_timeout_ms),
-                parked: self.parked.clone(),
-                ctx,
-            });
+            self.vm.borrow_mut().waiters.park(
+                self.context_id,
+                now.saturating_add(config.jwks_wait_timeout_ms),
+                Waiter {
+                    rule: RuleRef::of(&config, rule),
+                    tokens,
+                    parked: self.parked.clone(),
+                    ctx,
+                },
+            );
             // Sets the tick of this VM's root context, so the wait is noticed quickly.
             let _ = hostcalls::set_tick_period_ms(keycache::FAST_TICK_MS);
             return Action::Pause;

@@ -33,6 +33,7 @@ pub mod telemetry;
 pub mod token;
 pub mod tokencache;
 pub mod units;
+pub mod waiters;
 pub mod wire;
 
 /// The proxy-wasm entry points. Behind the default `filter` feature so that another wasm module (the
