@@ -14,7 +14,7 @@ use crate::config::TokenSource;
 use crate::error::Denial;
 use crate::headers::{header_key, is_header, param_key, percent_decode};
 
-/// The request as the extractor sees it; implemented over proxy-wasm in `filter` and by maps in tests.
+/// The request as the extractor sees it: the header list the engine reads once, or maps in tests.
 pub trait RequestView {
     /// The header `name` (lowercase, exact), repeated values joined (`; ` for cookies, `, ` else).
     fn header(&self, name: &str) -> Option<Vec<u8>>;

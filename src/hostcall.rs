@@ -112,31 +112,7 @@ extern "C" {
     ) -> u32;
 }
 
-/// A status other than `Ok` from a host call (proxy-wasm ABI numbering).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct HostStatus(pub u32);
-
-impl HostStatus {
-    pub const NOT_FOUND: HostStatus = HostStatus(1);
-    pub const CAS_MISMATCH: HostStatus = HostStatus(8);
-}
-
-impl std::fmt::Debug for HostStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self.0 {
-            1 => "NotFound",
-            2 => "BadArgument",
-            3 => "SerializationFailure",
-            4 => "ParseFailure",
-            7 => "Empty",
-            8 => "CasMismatch",
-            10 => "InternalFailure",
-            12 => "Unimplemented",
-            _ => return write!(f, "status {}", self.0),
-        };
-        f.write_str(name)
-    }
-}
+pub use crate::host::HostStatus;
 
 pub type HostResult<T> = Result<T, HostStatus>;
 
@@ -358,30 +334,103 @@ impl crate::host::Host for ProxyWasmHost {
         let _ = log(level, message);
     }
 
-    fn define_metric(
-        &self,
-        kind: crate::metrics::Kind,
-        name: &str,
-    ) -> Result<u32, crate::host::Refused> {
+    fn define_metric(&self, kind: crate::metrics::Kind, name: &str) -> Result<u32, HostStatus> {
         use crate::metrics::Kind;
         let kind = match kind {
             Kind::Counter => MetricType::Counter,
             Kind::Gauge => MetricType::Gauge,
             Kind::Histogram => MetricType::Histogram,
         };
-        define_metric(kind, name).map_err(|s| crate::host::Refused(s.0))
+        define_metric(kind, name)
     }
 
-    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), crate::host::Refused> {
-        increment_metric(id, delta).map_err(|s| crate::host::Refused(s.0))
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostStatus> {
+        increment_metric(id, delta)
     }
 
-    fn record_metric(&self, id: u32, value: u64) -> Result<(), crate::host::Refused> {
-        record_metric(id, value).map_err(|s| crate::host::Refused(s.0))
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostStatus> {
+        record_metric(id, value)
     }
 
-    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), crate::host::Refused> {
-        set_property(path, value).map_err(|s| crate::host::Refused(s.0))
+    fn get_property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        get_property(path)
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> HostResult<()> {
+        set_property(path, value)
+    }
+
+    fn plugin_config(&self) -> HostResult<Option<Vec<u8>>> {
+        get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+    }
+
+    fn request_headers(&self) -> HostResult<Vec<u8>> {
+        header_pairs(MapType::HttpRequestHeaders)
+    }
+
+    fn add_request_header(&self, name: &str, value: &[u8]) -> HostResult<()> {
+        add_header(MapType::HttpRequestHeaders, name, value)
+    }
+
+    fn replace_request_header(&self, name: &str, value: &[u8]) -> HostResult<()> {
+        replace_header(MapType::HttpRequestHeaders, name, value)
+    }
+
+    fn remove_request_header(&self, name: &str) -> HostResult<()> {
+        remove_header(MapType::HttpRequestHeaders, name)
+    }
+
+    fn send_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
+        send_local_response(status, headers, body)
+    }
+
+    fn resume_request(&self) -> HostResult<()> {
+        resume_http_request()
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> HostResult<()> {
+        set_effective_context(context_id)
+    }
+
+    fn shared_get(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+        get_shared_data(key)
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
+        set_shared_data(key, value, cas)
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u64,
+    ) -> HostResult<u32> {
+        // Through the SDK, whose dispatcher routes the answer by this token (see the module doc).
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            None,
+            vec![],
+            std::time::Duration::from_millis(timeout_ms),
+        )
+        .map_err(|status| HostStatus(status as u32))
+    }
+
+    fn http_call_status(&self) -> HostResult<Option<Vec<u8>>> {
+        header_value(MapType::HttpCallResponseHeaders, ":status")
+    }
+
+    fn http_call_body(&self, max: usize) -> HostResult<Option<Vec<u8>>> {
+        get_buffer(BufferType::HttpCallResponseBody, 0, max)
+    }
+
+    fn set_tick_ms(&self, period_ms: u64) -> HostResult<()> {
+        set_tick_period_ms(period_ms)
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        (core::arch::wasm32::memory_size(0) as u64).saturating_mul(65_536)
     }
 }
 

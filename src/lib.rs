@@ -11,6 +11,7 @@ pub mod codes;
 pub mod config;
 pub mod crypto;
 pub mod detect;
+pub mod engine;
 pub mod error;
 pub mod extractor;
 pub mod fetcher;
@@ -29,11 +30,9 @@ pub mod response;
 pub mod rsa_fast;
 pub mod rules;
 pub mod spelling;
-pub mod telemetry;
 pub mod token;
 pub mod tokencache;
 pub mod units;
-pub mod waiters;
 pub mod wire;
 
 /// The proxy-wasm entry points. Behind the default `filter` feature so that another wasm module (the

@@ -41,7 +41,7 @@ pub fn mode_name(mode: Mode) -> &'static str {
 /// Per-provider metric indexes.
 #[derive(Debug, Default)]
 pub struct ProviderMetrics {
-    pub fetch: HashMap<&'static str, usize>,
+    pub fetch: HashMap<FetchResult, usize>,
     pub keys: usize,
     pub age_seconds: usize,
     pub stale: usize,
@@ -52,10 +52,10 @@ pub struct ProviderMetrics {
 pub struct Registry {
     pub defs: Vec<MetricDef>,
     /// route → (outcome, reason) → index; looked up on every request, so no scan.
-    decisions: HashMap<String, HashMap<(&'static str, &'static str), usize>>,
+    decisions: HashMap<String, HashMap<(Decision, &'static str), usize>>,
     latency: HashMap<&'static str, usize>,
     pub providers: Vec<ProviderMetrics>,
-    dropped: HashMap<&'static str, usize>,
+    dropped: HashMap<DropReason, usize>,
     pub cors_preflights: usize,
     pub token_cache_hits: usize,
     pub token_cache_misses: usize,
@@ -75,33 +75,32 @@ impl Registry {
 
     fn add_decisions(&mut self, route: &str, mode: Mode, has_requirement: bool) {
         let m = mode_name(mode);
-        let mut pairs: Vec<(Decision, &'static str)> = Vec::new();
-        let allow = |d: Decision, reasons: &[AllowReason]| {
-            reasons
-                .iter()
-                .map(move |r| (d, r.code()))
-                .collect::<Vec<_>>()
-        };
-        let deny = |d: Decision| Reason::under_a_rule().map(move |r| (d, r.code()));
-        match (mode, has_requirement) {
-            (Mode::Off, _) | (_, false) => {
-                pairs.push((Decision::Allow, AllowReason::Public.code()))
-            }
-            (Mode::Enforce, true) => {
-                use AllowReason::{Anonymous, Degraded, Ok};
-                pairs.extend(allow(Decision::Allow, &[Ok, Anonymous, Degraded]));
-                pairs.extend(deny(Decision::Deny));
-            }
-            (Mode::Shadow, true) => {
-                use AllowReason::{Anonymous, Ok};
-                pairs.extend(allow(Decision::WouldAllow, &[Ok, Anonymous]));
-                pairs.extend(deny(Decision::WouldDeny));
-            }
-        }
+        use AllowReason::{Anonymous, Degraded, Ok, Public};
+        let (allow, allow_reasons, deny): (Decision, &[AllowReason], Option<Decision>) =
+            match (mode, has_requirement) {
+                (Mode::Off, _) | (_, false) => (Decision::Allow, &[Public], None),
+                (Mode::Enforce, true) => (
+                    Decision::Allow,
+                    &[Ok, Anonymous, Degraded],
+                    Some(Decision::Deny),
+                ),
+                (Mode::Shadow, true) => (
+                    Decision::WouldAllow,
+                    &[Ok, Anonymous],
+                    Some(Decision::WouldDeny),
+                ),
+            };
+        let denials = deny
+            .into_iter()
+            .flat_map(|d| Reason::under_a_rule().map(move |r| (d, r.code())));
+        let pairs = allow_reasons
+            .iter()
+            .map(|r| (allow, r.code()))
+            .chain(denials);
         for (outcome, reason) in pairs {
-            let outcome = outcome.code();
             let name = format!(
-                "jwt_guard.decisions.route.{route}.mode.{m}.outcome.{outcome}.reason.{reason}"
+                "jwt_guard.decisions.route.{route}.mode.{m}.outcome.{}.reason.{reason}",
+                outcome.code()
             );
             let idx = self.add(name, Kind::Counter);
             self.decisions
@@ -131,7 +130,7 @@ impl Registry {
             r.decisions
                 .entry(NO_RULE_ROUTE.to_owned())
                 .or_default()
-                .insert((Decision::Deny.code(), reason), idx);
+                .insert((Decision::Deny, reason), idx);
         }
         for mode in ["enforce", "shadow", "off"] {
             let idx = r.add(
@@ -143,7 +142,7 @@ impl Registry {
         for p in &config.providers {
             let mut pm = ProviderMetrics::default();
             if matches!(p.jwks, crate::config::JwksSource::Remote(_)) {
-                for result in FetchResult::ALL.iter().map(|r| r.code()) {
+                for &result in FetchResult::ALL {
                     let name = format!("jwt_guard.jwks.provider.{}.fetch.result.{result}", p.name);
                     pm.fetch.insert(result, r.add(name, Kind::Counter));
                 }
@@ -162,7 +161,7 @@ impl Registry {
             );
             r.providers.push(pm);
         }
-        for reason in DropReason::ALL.iter().map(|r| r.code()) {
+        for &reason in DropReason::ALL {
             let idx = r.add(
                 format!("jwt_guard.claims_dropped.reason.{reason}"),
                 Kind::Counter,
@@ -185,10 +184,7 @@ impl Registry {
     }
 
     pub fn decision(&self, route: &str, outcome: Decision, reason: &'static str) -> Option<usize> {
-        self.decisions
-            .get(route)?
-            .get(&(outcome.code(), reason))
-            .copied()
+        self.decisions.get(route)?.get(&(outcome, reason)).copied()
     }
 
     pub fn latency(&self, mode: Mode) -> Option<usize> {
@@ -196,13 +192,13 @@ impl Registry {
     }
 
     pub fn dropped(&self, reason: DropReason) -> Option<usize> {
-        self.dropped.get(reason.code()).copied()
+        self.dropped.get(&reason).copied()
     }
 
     pub fn fetch(&self, provider: usize, result: FetchResult) -> Option<usize> {
         self.providers
             .get(provider)
-            .and_then(|p| p.fetch.get(result.code()).copied())
+            .and_then(|p| p.fetch.get(&result).copied())
     }
 }
 

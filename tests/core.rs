@@ -8,7 +8,9 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine as _;
-use common::{b64u, fixture_path, hmac_sha256, pem_der, read_text, LocalKeys};
+use common::{
+    b64u, fixture_path, hmac_sha256, pem_der, read_text, rsa_jwk, rsa_private, LocalKeys,
+};
 use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPrivateKey};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use jwt_guard::authenticator::{authenticate, claim, KeyState, Keys, Outcome};
@@ -17,8 +19,6 @@ use jwt_guard::crypto::Alg;
 use jwt_guard::error::Denial;
 use jwt_guard::jwks::KeySet;
 use jwt_guard::response::deny_response;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
-use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_700_000_000;
@@ -38,11 +38,6 @@ enum Signer {
     Hmac(Vec<u8>),
     /// Empty signature.
     Unsigned,
-}
-
-fn rsa_private(name: &str) -> RsaPrivateKey {
-    RsaPrivateKey::from_pkcs8_pem(&read_text(&fixture_path(&format!("{name}.pem"))))
-        .expect("RSA PKCS#8")
 }
 
 fn ec_private(name: &str) -> EcKey {
@@ -65,14 +60,6 @@ fn ed_private(name: &str) -> EdKey {
     let mut raw = der[der.len() - 32..].to_vec();
     raw.extend_from_slice(&public[public.len() - 32..]);
     <EdKey as jwt_compact::alg::SigningKey<Ed25519>>::from_slice(&raw).expect("Ed25519 key")
-}
-
-fn rsa_jwk(name: &str) -> Value {
-    let public = rsa::RsaPublicKey::from_public_key_pem(&read_text(&fixture_path(&format!(
-        "{name}.pub.pem"
-    ))))
-    .expect("RSA SPKI");
-    json!({"kty": "RSA", "kid": name, "use": "sig", "n": b64u(&public.n().to_bytes_be()), "e": b64u(&public.e().to_bytes_be())})
 }
 
 fn ec_jwk(name: &str, crv: &str, coord: usize) -> Value {
@@ -2278,10 +2265,10 @@ mod cache {
 #[test]
 fn telemetry_counts_times_and_audits_each_decision() {
     use jwt_guard::config::{Mode, AUDIT_FILTER_STATE};
+    use jwt_guard::engine::telemetry::{ReqCtx, Telemetry};
     use jwt_guard::host::{FakeHost, Level};
     use jwt_guard::metrics::Registry;
     use jwt_guard::policy::plan;
-    use jwt_guard::telemetry::{ReqCtx, Telemetry};
     let f = fixtures();
     let good = rs256(&f, with(claims(), json!({"tenant": "acme"})));
     let mut cfg = rule_config(json!({"scopes": ["reports:read"]}), "shadow", json!({}));
@@ -2293,7 +2280,7 @@ fn telemetry_counts_times_and_audits_each_decision() {
     host.refuse_metrics
         .borrow_mut()
         .push("jwt_guard.cors_preflights".to_owned());
-    let t = Telemetry::define(&host, Registry::build(&cfg));
+    let t = Telemetry::define(host.clone(), Registry::build(&cfg));
     let warned: Vec<String> = host
         .logs
         .borrow()

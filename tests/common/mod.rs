@@ -88,3 +88,40 @@ fn hmac_matches_rfc4231_case_2() {
         hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     );
 }
+
+/// A fixture RSA key (`wasm-test-harness/fixtures/NAME.pem`).
+pub fn rsa_private(name: &str) -> jwt_compact::alg::RsaPrivateKey {
+    use rsa::pkcs8::DecodePrivateKey;
+    jwt_compact::alg::RsaPrivateKey::from_pkcs8_pem(&read_text(&fixture_path(&format!(
+        "{name}.pem"
+    ))))
+    .expect("RSA PKCS#8")
+}
+
+/// The public JWK of fixture RSA key `name`, with `kid` = `name`.
+pub fn rsa_jwk(name: &str) -> serde_json::Value {
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::traits::PublicKeyParts;
+    let public = rsa::RsaPublicKey::from_public_key_pem(&read_text(&fixture_path(&format!(
+        "{name}.pub.pem"
+    ))))
+    .expect("RSA SPKI");
+    serde_json::json!({"kty": "RSA", "kid": name, "use": "sig", "n": b64u(&public.n().to_bytes_be()), "e": b64u(&public.e().to_bytes_be())})
+}
+
+/// An RS256 compact JWS of `claims` with header `{"alg":"RS256","kid":kid,"typ":"JWT"}`.
+pub fn rs256_token(
+    key: &jwt_compact::alg::RsaPrivateKey,
+    kid: &str,
+    claims: &serde_json::Value,
+) -> String {
+    use jwt_compact::{Algorithm, AlgorithmSignature};
+    let header = serde_json::json!({"alg": "RS256", "kid": kid, "typ": "JWT"});
+    let input = format!(
+        "{}.{}",
+        b64u(header.to_string().as_bytes()),
+        b64u(claims.to_string().as_bytes())
+    );
+    let sig = jwt_compact::alg::Rsa::rs256().sign(key, input.as_bytes());
+    format!("{input}.{}", b64u(&sig.as_bytes()))
+}
