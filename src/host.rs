@@ -419,12 +419,17 @@ impl Host for FakeHost {
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostStatus> {
         self.allowed("shared_set")?;
+        // Envoy's semantics: CAS 0 (or none) writes unconditionally, a missing key is created
+        // whatever the CAS, and every write takes the next value of one counter.
         let mut shared = self.shared.borrow_mut();
-        let version = shared.get(key).map_or(0, |(_, v)| *v);
-        if cas.is_some_and(|c| c != version) {
-            return Err(HostStatus::CAS_MISMATCH);
+        let current = shared.get(key).map(|(_, v)| *v);
+        if let (Some(cas), Some(version)) = (cas.filter(|c| *c != 0), current) {
+            if cas != version {
+                return Err(HostStatus::CAS_MISMATCH);
+            }
         }
-        shared.insert(key.to_owned(), (value.to_vec(), version + 1));
+        let next = shared.values().map(|(_, v)| *v).max().unwrap_or(0) + 1;
+        shared.insert(key.to_owned(), (value.to_vec(), next));
         Ok(())
     }
 

@@ -101,3 +101,25 @@ fn config_depends_only_on_the_pure_base() {
         .collect();
     assert!(extra.is_empty(), "config depends on {extra:?}");
 }
+
+#[test]
+fn only_the_adapter_and_the_raw_host_calls_know_proxy_wasm() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let mut knowing: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            text.contains("proxy_wasm::") || text.contains("crate::hostcall")
+        })
+        .map(|f| {
+            f.strip_prefix(&src)
+                .expect("under src")
+                .display()
+                .to_string()
+        })
+        .collect();
+    knowing.sort();
+    assert_eq!(knowing, ["filter.rs", "hostcall.rs"]);
+}
