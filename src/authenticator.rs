@@ -7,6 +7,7 @@
 //! without a public-key operation (`tokencache::ForgedCache`), after every other check has run again. Then the rule's authorisation: scopes (all-of and any-of,
 //! from `scope` or `scp`) and required claim values, checked on the verified identity.
 
+use crate::codes::codes;
 use crate::config::{ClaimRequirement, Config, Provider, Requirement};
 use crate::crypto;
 use crate::error::Denial;
@@ -15,6 +16,38 @@ use crate::token::UntrustedToken;
 use crate::tokencache::{CachedToken, MAX_TTL_WITHOUT_EXP_SECS};
 use serde_json::{Map, Value};
 use std::rc::Rc;
+
+codes! {
+    /// The pipeline's checks, in the order they run. `authenticate_traced` says at which one a
+    /// token stopped; `jwt-guard explain` prints the whole list with each verdict.
+    pub enum Check {
+        /// A token was presented (or the rule allows none).
+        Token => "token",
+        /// A compact JWS within the size cap, its header allowed (no `jku`/`jwk`/`x5u`/`x5c`/`crit`,
+        /// no nested JWT), an algorithm the filter knows and never `none` or HMAC.
+        Format => "format",
+        /// `iss` names a provider of the rule.
+        Issuer => "issuer",
+        /// The token fits the provider's `max_token_bytes`.
+        Size => "size",
+        /// `alg` is in the provider's allow-list.
+        Algorithm => "algorithm",
+        /// `exp` (required unless `require_expiration: false`) and `nbf`, with the clock skew.
+        Lifetime => "lifetime",
+        /// `aud` names an accepted audience.
+        Audience => "audience",
+        /// The provider's key set is usable.
+        Keys => "keys",
+        /// A key of the set fits the token's `kid` and `alg`.
+        Key => "key",
+        /// The signature verifies with that key.
+        Signature => "signature",
+        /// The rule's `scopes` and `any_scopes` are granted.
+        Scopes => "scopes",
+        /// The rule's required claim values are present.
+        Claims => "claims",
+    }
+}
 
 /// What the key cache can say about a provider's keys right now.
 pub enum KeyState<'a> {
@@ -129,29 +162,41 @@ pub fn authenticate_at_ms(
     keys: &dyn Keys,
     now_ms: u64,
 ) -> Outcome {
+    authenticate_traced(config, requirement, tokens, keys, now_ms).0
+}
+
+/// `authenticate_at_ms`, and the check at which the request stopped (`None` when it passed them
+/// all): every check before it passed, the ones after it did not run.
+pub fn authenticate_traced(
+    config: &Config,
+    requirement: &Requirement,
+    tokens: &[Vec<u8>],
+    keys: &dyn Keys,
+    now_ms: u64,
+) -> (Outcome, Option<Check>) {
     if tokens.is_empty() {
         return if requirement.allow_missing {
-            Outcome::Allow(None)
+            (Outcome::Allow(None), None)
         } else {
-            Outcome::Deny(Denial::Missing)
+            (Outcome::Deny(Denial::Missing), Some(Check::Token))
         };
     }
     let mut identity = None;
     for token in tokens {
         match check_token(config, requirement, token, keys, now_ms) {
-            Outcome::Allow(Some(v)) => {
+            (Outcome::Allow(Some(v)), _) => {
                 identity.get_or_insert(v);
             }
-            Outcome::Allow(None) => {}
+            (Outcome::Allow(None), _) => {}
             other => return other,
         }
     }
     let Some(identity) = identity else {
-        return Outcome::Deny(Denial::Missing);
+        return (Outcome::Deny(Denial::Missing), Some(Check::Token));
     };
     match authorize(requirement, &identity.claims) {
-        Ok(()) => Outcome::Allow(Some(identity)),
-        Err(d) => Outcome::Forbidden(identity, d),
+        Ok(()) => (Outcome::Allow(Some(identity)), None),
+        Err((check, d)) => (Outcome::Forbidden(identity, d), Some(check)),
     }
 }
 
@@ -161,7 +206,7 @@ fn check_token(
     token: &[u8],
     keys: &dyn Keys,
     now_ms: u64,
-) -> Outcome {
+) -> (Outcome, Option<Check>) {
     let now = now_ms / 1000;
     if let Some(outcome) = check_cached(config, requirement, token, keys, now_ms) {
         return outcome;
@@ -176,14 +221,15 @@ fn check_token(
         .map(|(_, p)| p.max_token_bytes)
         .max()
         .unwrap_or(0);
+    let deny = |check, d| (Outcome::Deny(d), Some(check));
     let parsed = match UntrustedToken::parse(token, max_bytes) {
         Ok(t) => t,
-        Err(d) => return Outcome::Deny(d),
+        Err(d) => return deny(Check::Format, d),
     };
     let iss = match parsed.claims.get("iss") {
         Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Outcome::Deny(Denial::Malformed("iss is not a string")),
-        None => return Outcome::Deny(Denial::WrongIssuer),
+        Some(_) => return deny(Check::Issuer, Denial::Malformed("iss is not a string")),
+        None => return deny(Check::Issuer, Denial::WrongIssuer),
     };
     let mut first_denial = None;
     for (index, provider) in providers().filter(|(_, p)| p.issuer == iss) {
@@ -199,7 +245,7 @@ fn check_token(
             token.len(),
             now,
         )
-        .map_err(Outcome::Deny)
+        .map_err(|(check, d)| (check, Outcome::Deny(d)))
         .and_then(|()| verify_signature(index, token, &parsed, keys, now_ms));
         match checked {
             Ok((key_raw, key_until_ms)) => {
@@ -225,21 +271,25 @@ fn check_token(
                         token_hash: token_hash.clone(),
                     },
                 );
-                return Outcome::Allow(Some(Verified {
-                    provider: index,
-                    claims,
-                    token_hash,
-                }));
+                return (
+                    Outcome::Allow(Some(Verified {
+                        provider: index,
+                        claims,
+                        token_hash,
+                    })),
+                    None,
+                );
             }
-            Err(Outcome::Wait(p)) => return Outcome::Wait(p),
-            Err(Outcome::Deny(d)) => {
-                first_denial.get_or_insert(d);
+            Err((check, Outcome::Wait(p))) => return (Outcome::Wait(p), Some(check)),
+            Err((check, Outcome::Deny(d))) => {
+                first_denial.get_or_insert((check, d));
             }
             // Not produced by verification (authorization runs after it).
-            Err(Outcome::Allow(_) | Outcome::Forbidden(..)) => {}
+            Err((_, Outcome::Allow(_) | Outcome::Forbidden(..))) => {}
         }
     }
-    Outcome::Deny(first_denial.unwrap_or(Denial::WrongIssuer))
+    let (check, denial) = first_denial.unwrap_or((Check::Issuer, Denial::WrongIssuer));
+    (Outcome::Deny(denial), Some(check))
 }
 
 /// The cached path: no parse, no signature; every check that depends on time or the route runs again,
@@ -251,7 +301,7 @@ fn check_cached(
     token: &[u8],
     keys: &dyn Keys,
     now_ms: u64,
-) -> Option<Outcome> {
+) -> Option<(Outcome, Option<Check>)> {
     let now = now_ms / 1000;
     let token_len = token.len();
     let hit = keys.cache_get(token, now)?;
@@ -264,8 +314,9 @@ fn check_cached(
         .audiences
         .as_ref()
         .unwrap_or(&provider.audiences);
-    if let Err(d) = claim_checks(provider, audiences, hit.alg, &hit.claims, token_len, now) {
-        return Some(Outcome::Deny(d));
+    if let Err((check, d)) = claim_checks(provider, audiences, hit.alg, &hit.claims, token_len, now)
+    {
+        return Some((Outcome::Deny(d), Some(check)));
     }
     // The signature stays verified, but the key only vouches for the token while the key set may
     // be used (fresh, or within max_stale) and the key is in it, within its rotation grace. Anything
@@ -288,11 +339,14 @@ fn check_cached(
         // A key withdrawn in this generation is live only until its grace deadline: so is the entry.
         keys.cache_key_seen(token, gen, key.until_ms.map(|ms| ms / 1000));
     }
-    Some(Outcome::Allow(Some(Verified {
-        provider: hit.provider,
-        claims: hit.claims,
-        token_hash: hit.token_hash,
-    })))
+    Some((
+        Outcome::Allow(Some(Verified {
+            provider: hit.provider,
+            claims: hit.claims,
+            token_hash: hit.token_hash,
+        })),
+        None,
+    ))
 }
 
 fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, Denial> {
@@ -315,27 +369,31 @@ fn claim_checks(
     claims: &Map<String, Value>,
     token_len: usize,
     now: u64,
-) -> Result<(), Denial> {
+) -> Result<(), (Check, Denial)> {
     if token_len > provider.max_token_bytes {
-        return Err(Denial::Oversized);
+        return Err((Check::Size, Denial::Oversized));
     }
     if !provider.algorithms.contains(&alg) {
-        return Err(Denial::AlgNotAllowed);
+        return Err((Check::Algorithm, Denial::AlgNotAllowed));
     }
     let now = now as f64;
     let skew = provider.clock_skew_secs as f64;
-    match numeric_date(claims, "exp")? {
-        None if provider.require_expiration => return Err(Denial::MissingExp),
-        Some(exp) if now >= exp + skew => return Err(Denial::Expired),
+    let lifetime = |d| (Check::Lifetime, d);
+    match numeric_date(claims, "exp").map_err(lifetime)? {
+        None if provider.require_expiration => return Err(lifetime(Denial::MissingExp)),
+        Some(exp) if now >= exp + skew => return Err(lifetime(Denial::Expired)),
         _ => {}
     }
-    if let Some(nbf) = numeric_date(claims, "nbf")? {
+    if let Some(nbf) = numeric_date(claims, "nbf").map_err(lifetime)? {
         if now + skew < nbf {
-            return Err(Denial::NotYetValid);
+            return Err(lifetime(Denial::NotYetValid));
         }
     }
     if !audiences.is_empty() {
-        let malformed = Denial::Malformed("aud is not a string or array of strings");
+        let malformed = (
+            Check::Audience,
+            Denial::Malformed("aud is not a string or array of strings"),
+        );
         let ok = match claims.get("aud") {
             Some(Value::String(a)) => audiences.iter().any(|x| x == a),
             Some(Value::Array(list)) => {
@@ -350,7 +408,7 @@ fn claim_checks(
             None => false,
         };
         if !ok {
-            return Err(Denial::WrongAudience);
+            return Err((Check::Audience, Denial::WrongAudience));
         }
     }
     Ok(())
@@ -365,25 +423,25 @@ fn verify_signature(
     token: &UntrustedToken,
     keys: &dyn Keys,
     now_ms: u64,
-) -> Result<(Rc<Value>, Option<u64>), Outcome> {
-    let deny = |d| Err(Outcome::Deny(d));
+) -> Result<(Rc<Value>, Option<u64>), (Check, Outcome)> {
+    let deny = |check, d| Err((check, Outcome::Deny(d)));
     let set = match keys.keys(index) {
         KeyState::Ready(set) => set,
-        KeyState::Pending => return Err(Outcome::Wait(index)),
-        KeyState::Unavailable => return deny(Denial::KeysUnavailable),
+        KeyState::Pending => return Err((Check::Keys, Outcome::Wait(index))),
+        KeyState::Unavailable => return deny(Check::Keys, Denial::KeysUnavailable),
     };
     match set.lookup(token.kid.as_deref(), token.alg, now_ms) {
         KeyLookup::UnknownKid if token.kid.is_some() && keys.unknown_kid(index) => {
-            Err(Outcome::Wait(index))
+            Err((Check::Key, Outcome::Wait(index)))
         }
-        KeyLookup::UnknownKid => deny(Denial::UnknownKid),
-        KeyLookup::KeyMismatch => deny(Denial::KeyMismatch),
+        KeyLookup::UnknownKid => deny(Check::Key, Denial::UnknownKid),
+        KeyLookup::KeyMismatch => deny(Check::Key, Denial::KeyMismatch),
         KeyLookup::Found(candidates) => {
             // Within one generation the candidates only shrink with time (retired keys' grace
             // ends), so a token no candidate verified before cannot verify now.
             let gen = keys.generation(index);
             if keys.forged_seen(index, gen, raw) {
-                return deny(Denial::BadSignature);
+                return deny(Check::Signature, Denial::BadSignature);
             }
             let verifier = keys.verifier();
             candidates
@@ -395,7 +453,7 @@ fn verify_signature(
                 .map_or_else(
                     || {
                         keys.forged_put(index, gen, raw);
-                        deny(Denial::BadSignature)
+                        deny(Check::Signature, Denial::BadSignature)
                     },
                     Ok,
                 )
@@ -461,7 +519,10 @@ fn claim_fits(claims: &Map<String, Value>, req: &ClaimRequirement) -> bool {
     candidates.iter().any(|c| allowed.contains(c))
 }
 
-fn authorize(requirement: &Requirement, claims: &Map<String, Value>) -> Result<(), Denial> {
+fn authorize(
+    requirement: &Requirement,
+    claims: &Map<String, Value>,
+) -> Result<(), (Check, Denial)> {
     let granted = granted_scopes(claims);
     let all = requirement
         .scopes
@@ -475,10 +536,10 @@ fn authorize(requirement: &Requirement, claims: &Map<String, Value>) -> Result<(
     if !all || !any {
         let mut needed = requirement.scopes.clone();
         needed.extend(requirement.any_scopes.iter().cloned());
-        return Err(Denial::InsufficientScope(needed.join(" ")));
+        return Err((Check::Scopes, Denial::InsufficientScope(needed.join(" "))));
     }
     if !requirement.claims.iter().all(|c| claim_fits(claims, c)) {
-        return Err(Denial::ClaimMismatch);
+        return Err((Check::Claims, Denial::ClaimMismatch));
     }
     Ok(())
 }

@@ -67,13 +67,34 @@ fn template_matches(segments: &[Segment], path: &[u8]) -> bool {
     i == parts.len()
 }
 
+/// The first criterion of a matcher a request does not fit, in the order they are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    Path,
+    Method,
+    RouteName,
+    Host,
+    /// The host criterion cannot be decided: the request's `Host` is not a host name.
+    NotAHostName,
+}
+
 impl Matcher {
     /// Whether the request fits; `host` is its `normalize_host` form. `Err` when every other
     /// criterion fits but the host criterion cannot be decided, because the host is not a host name.
     fn matches(&self, req: &RequestInfo, host: Option<&[u8]>) -> Result<bool, ()> {
+        match self.first_miss(req, host) {
+            None => Ok(true),
+            Some(Miss::NotAHostName) => Err(()),
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// The first criterion the request does not fit (`None`: it matches). `NotAHostName` only when
+    /// every other criterion fits.
+    pub fn first_miss(&self, req: &RequestInfo, host: Option<&[u8]>) -> Option<Miss> {
         if let Some(p) = &self.path {
             if !p.matches(path_without_query(&req.path)) {
-                return Ok(false);
+                return Some(Miss::Path);
             }
         }
         if !self.methods.is_empty()
@@ -82,15 +103,17 @@ impl Matcher {
                 .iter()
                 .any(|m| m.as_bytes() == req.method.as_slice())
         {
-            return Ok(false);
+            return Some(Miss::Method);
         }
         if let Some(name) = &self.route_name {
             if req.route_name.as_deref() != Some(name.as_bytes()) {
-                return Ok(false);
+                return Some(Miss::RouteName);
             }
         }
         if !self.hosts.is_empty() {
-            let host = host.ok_or(())?;
+            let Some(host) = host else {
+                return Some(Miss::NotAHostName);
+            };
             let fits = |h: &String| match h.strip_prefix("*.") {
                 Some(domain) => {
                     host.len() > domain.len() + 1
@@ -100,10 +123,10 @@ impl Matcher {
                 None => host == h.as_bytes(),
             };
             if !self.hosts.iter().any(fits) {
-                return Ok(false);
+                return Some(Miss::Host);
             }
         }
-        Ok(true)
+        None
     }
 }
 

@@ -140,7 +140,7 @@ pub enum TokenSource {
     Cookie(String),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rule {
     /// For logs (and metric labels later): the configured name, or `rules[i]` / `default`.
     pub name: String,
@@ -171,7 +171,7 @@ pub enum OnKeysUnavailable {
     Degraded,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Matcher {
     pub path: Option<PathMatch>,
     /// Uppercase methods; empty matches any.
