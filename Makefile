@@ -23,7 +23,7 @@ endif
 endif
 export WASM
 
-.PHONY: all build envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean bench bench-verify fuzz fuzz-corpus
+.PHONY: all build cli envoy target run test unit e2e e2e-container envoy-image oci check lint fmt clean bench bench-verify fuzz fuzz-corpus
 
 all: build
 
@@ -49,7 +49,12 @@ run: build envoy
 	$(CARGO) run --quiet --locked -p wasm-test-harness -- demo $(if $(LDS),--template envoy/envoy-lds.yaml) $(ARGS)
 
 unit:
-	$(CARGO) test --locked -p jwt-guard
+	$(CARGO) test --locked -p jwt-guard -p jwt-guard-cli
+
+# The native command (`jwt-guard explain|lint`, cli/): target/release/jwt-guard. Not part of the .wasm.
+cli:
+	$(CARGO) build --release --quiet --locked -p jwt-guard-cli
+	@echo "built target/release/jwt-guard"
 
 # WASM=<path> runs the suite against another module (default: the one `make build` produces).
 e2e: build envoy

@@ -554,7 +554,9 @@ fn check_lines(
                     "{}; required: {}; granted: {}",
                     denial.clone().unwrap_or_default(),
                     required_scopes(requirement),
-                    claims.map(granted_scopes).unwrap_or_default().join(" ")
+                    Some(claims.map(granted_scopes).unwrap_or_default().join(" "))
+                        .filter(|g| !g.is_empty())
+                        .unwrap_or_else(|| "(none)".to_owned())
                 ),
                 Verdict::Fail => denial.clone().unwrap_or_else(|| "keys pending".to_owned()),
                 Verdict::NotReached => String::new(),

@@ -23,6 +23,11 @@ pub fn resolve(
     config: &Config,
     files: &[(String, String, String)],
 ) -> Result<Vec<(usize, String, KeySource)>, String> {
+    for (name, _, _) in files {
+        if !config.providers.iter().any(|p| &p.name == name) {
+            return Err(format!("--jwks {name}=…: no provider is named {name:?}"));
+        }
+    }
     let mut out = Vec::new();
     for (i, p) in config.providers.iter().enumerate() {
         let JwksSource::Remote(remote) = &p.jwks else {
@@ -53,11 +58,6 @@ pub fn resolve(
                 from: format!("fetched {uri}"),
             },
         ));
-    }
-    for (name, _, _) in files {
-        if !config.providers.iter().any(|p| &p.name == name) {
-            return Err(format!("--jwks {name}=…: no provider is named {name:?}"));
-        }
     }
     Ok(out)
 }
