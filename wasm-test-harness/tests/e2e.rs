@@ -24,6 +24,58 @@ fn config(provider: Value, top: Value) -> String {
     cfg.to_string()
 }
 
+/// `jwt-guard explain` on the same config, keys and request does what the real Envoy did: forwards
+/// it, or answers with the same status, challenge and body.
+fn assert_explain_agrees(name: &str, token: Option<&str>, path: &str, r: &Response) {
+    use jwt_guard_cli::explain::{explain, Options, Request};
+    let opts = Options {
+        config: envoy::demo_plugin_config().into_bytes(),
+        request: Request {
+            method: "GET".to_owned(),
+            path: path.to_owned(),
+            host: "localhost".to_owned(),
+            token: token.map(str::to_owned),
+            ..Request::default()
+        },
+        jwks: vec![(
+            "demo".to_owned(),
+            "the mock IdP's JWKS".to_owned(),
+            wasm_test_harness::keys::jwks().to_string(),
+        )],
+        now_secs: tokens::now(),
+    };
+    let x = explain(&opts).unwrap_or_else(|e| panic!("{name}: explain failed: {e:?}"));
+    if r.status == 200 {
+        assert!(
+            x.forwarded && x.response.is_none(),
+            "{name}: explain answered {:?}",
+            x.response
+        );
+        assert_eq!(x.decision, "allow", "{name}");
+        return;
+    }
+    let answer = x
+        .response
+        .unwrap_or_else(|| panic!("{name}: explain forwards what Envoy answered {}", r.status));
+    assert_eq!(
+        answer.status,
+        u32::from(r.status),
+        "{name}: explain's status"
+    );
+    let challenge = |h: &[(String, String)]| {
+        h.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        challenge(&answer.headers),
+        challenge(&r.headers),
+        "{name}: explain's challenge"
+    );
+    assert_eq!(answer.body, r.body, "{name}: explain's body");
+    assert_eq!(x.reason, code(r), "{name}: explain's reason");
+}
+
 fn code(r: &Response) -> String {
     r.json()["code"].as_str().unwrap_or("<no code>").to_owned()
 }
@@ -98,6 +150,7 @@ fn every_algorithm_verifies_and_reaches_the_upstream() {
         let before = stack.echo.count();
         let r = stack.get_with_token("/hello?x=1", &token);
         assert_eq!(r.status, 200, "{alg}: {}", r.body);
+        assert_explain_agrees(alg, Some(&token), "/hello?x=1", &r);
         assert_eq!(stack.echo.count(), before + 1, "{alg}: upstream saw it");
         let seen = stack.echo.last().expect("recorded");
         assert_eq!(seen.path, "/hello?x=1");
@@ -370,6 +423,7 @@ fn invalid_tokens_are_rejected_with_their_reason_and_never_reach_the_upstream() 
         let before = stack.echo.count();
         let r = stack.get_with_token("/hello", token);
         assert_denied(&stack, name, &r, *status, expected, before);
+        assert_explain_agrees(name, Some(token), "/hello", &r);
         assert!(
             !r.body.contains(token.as_str())
                 && r.headers.iter().all(|(_, v)| !v.contains(token.as_str())),
@@ -381,6 +435,7 @@ fn invalid_tokens_are_rejected_with_their_reason_and_never_reach_the_upstream() 
     let before = stack.echo.count();
     let r = stack.request("GET", "/hello", &[], b"");
     assert_denied(&stack, "missing", &r, 401, "missing", before);
+    assert_explain_agrees("missing", None, "/hello", &r);
     let r = stack.request(
         "GET",
         "/hello",
