@@ -13,41 +13,36 @@
 //! order rotated per round), one wrk at a time; each cell reports the median over rounds of req/s, latency
 //! and CPU µs per request (the configuration's Envoy processes' CPU time over the wrk run ÷ requests).
 //!
-//! Modules: [`tokens`] (minting), [`config`] (bootstraps), [`process`] (Envoys, ports, CPU), [`wrk`],
-//! [`report`] (medians, ratios, checks, tables).
+//! Modules: `options` (command line), `tokens` (minting), `config` (bootstraps), `units` (each
+//! configuration's Envoys, started through the harness's one runner, [`crate::envoy::Envoy::spawn`]; the
+//! smoke test), `cpu` (CPU time from /proc), `wrk`, `report` (medians, ratios, checks, tables) and
+//! `machine` (machine and memory facts).
 
 mod config;
-mod process;
+mod cpu;
+mod machine;
+mod options;
 mod report;
 mod tokens;
+mod units;
 mod wrk;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::args::Args;
-use crate::envoy::{repo_root, wasm_path};
-use process::{BenchEnvoy, Unit};
 use report::{Cell, Cells, Runs};
-use tokens::TokenFiles;
+use units::{smoke, start_units};
 
 pub use config::{
     bench_jwks, plugin_config, plugin_config_wasm_backend, render_bootstrap, render_bootstrap_with,
     EXT_AUTHZ_CENTRAL,
 };
+pub use options::{parse_args, BenchOptions, USAGE};
 pub use wrk::{parse_wrk, WrkResult};
-
-pub const USAGE: &str = "\
-  wasm-test-harness bench [--rounds N] [--duration SECS] [--connections N] [--tokens N] [--warmup SECS] [--out PATH]
-      Benchmark none / wasm-floor / native / native-cache / ext_authz / ours / ours-wasm / ours-shadow with wrk
-      (see bench/README.md). Defaults: --rounds 2 (env BENCH_ROUNDS), --duration 2 (env BENCH_DURATION),
-                --connections 16, --tokens 5000 per (alg, cold|mix), --warmup 1, --out target/bench/bench.json.
-      Modules: $WASM (jwt-guard) and $WASM_FLOOR (default target/wasm32-wasip1/release/wasm_floor.wasm).
-";
 
 /// Configurations, in report order.
 pub const CONFIGS: &[&str] = &[
@@ -86,102 +81,6 @@ pub fn measured(config: &str, workload: &str) -> bool {
     }
 }
 
-/// Parameters of one benchmark run.
-#[derive(Clone, Debug)]
-pub struct BenchOptions {
-    pub rounds: usize,
-    pub duration_s: u64,
-    pub connections: usize,
-    /// Distinct tokens per (alg, cold) and per (alg, mix).
-    pub tokens: usize,
-    /// Seconds of wrk against each configuration and algorithm before round 1 (V8 tier-up, caches,
-    /// connection setup).
-    pub warmup_s: u64,
-    pub out: PathBuf,
-    pub wasm: PathBuf,
-    pub floor_wasm: PathBuf,
-    /// The workloads to measure (`--workloads hot,cold`; default all of [`WORKLOADS`]), for a quicker run
-    /// while working on one path. The tables show the others as not measured.
-    pub workloads: Vec<&'static str>,
-}
-
-// Default time budget (must stay under ~6 minutes). Per algorithm 19 cells (hot: all 8 configurations; cold:
-// native, native-cache, ext_authz, ours, ours-wasm; mix: those + ours-shadow); 3 algorithms = 57 cells x
-// 2 rounds x 2 s = 228 s of wrk, + 8 configurations x 3 algs x 1 s warmup = 24 s, + ~25 s minting on the
-// first run (3 algs x (1 + 2 x 5000) tokens on 2 cores, RSA-2048 signing dominates; reused for 12 h) and
-// ~5 s startup => ~4.7 min (first run), ~4.3 min after. Two algorithms (no ES384 key): ~3.3 min.
-const DEFAULT_ROUNDS: usize = 2;
-const DEFAULT_DURATION_S: u64 = 2;
-const DEFAULT_CONNECTIONS: usize = 16;
-const DEFAULT_TOKENS: usize = 5000;
-const DEFAULT_WARMUP_S: u64 = 1;
-
-/// Parse `bench` arguments (`--name value` / `--name=value`), with BENCH_ROUNDS / BENCH_DURATION fallbacks.
-pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
-    let args = Args::parse(args)?;
-    args.check_known(&[
-        "rounds",
-        "duration",
-        "connections",
-        "tokens",
-        "warmup",
-        "out",
-        "wasm",
-        "floor-wasm",
-        "workloads",
-    ])?;
-    let workloads = match args.get("workloads", None) {
-        None => WORKLOADS.to_vec(),
-        Some(list) => list
-            .split(',')
-            .map(|w| {
-                WORKLOADS
-                    .iter()
-                    .copied()
-                    .find(|k| *k == w.trim())
-                    .ok_or_else(|| {
-                        format!(
-                            "--workloads: unknown workload {w:?} (known: {})",
-                            WORKLOADS.join(", ")
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let resolve = |p: String| {
-        let p = PathBuf::from(p);
-        if p.is_absolute() {
-            p
-        } else {
-            repo_root().join(p)
-        }
-    };
-    let opts = BenchOptions {
-        rounds: args.num("rounds", Some("BENCH_ROUNDS"), DEFAULT_ROUNDS)?,
-        duration_s: args.num("duration", Some("BENCH_DURATION"), DEFAULT_DURATION_S)?,
-        connections: args.num("connections", None, DEFAULT_CONNECTIONS)?,
-        tokens: args.num("tokens", None, DEFAULT_TOKENS)?,
-        warmup_s: args.num("warmup", None, DEFAULT_WARMUP_S)?,
-        out: resolve(
-            args.get("out", None)
-                .unwrap_or_else(|| "target/bench/bench.json".into()),
-        ),
-        wasm: args
-            .get("wasm", Some("WASM"))
-            .map(resolve)
-            .unwrap_or_else(wasm_path),
-        floor_wasm: resolve(
-            args.get("floor-wasm", Some("WASM_FLOOR"))
-                .unwrap_or_else(|| "target/wasm32-wasip1/release/wasm_floor.wasm".into()),
-        ),
-        workloads,
-    };
-    if opts.rounds == 0 || opts.duration_s == 0 || opts.connections == 0 || opts.tokens < 4 {
-        return Err("--rounds, --duration, --connections must be > 0 and --tokens >= 4".into());
-    }
-    Ok(opts)
-}
-
 /// Entry point of the `bench` subcommand.
 pub fn main(args: &[String]) -> Result<(), String> {
     let opts = parse_args(args)?;
@@ -199,116 +98,6 @@ pub fn main(args: &[String]) -> Result<(), String> {
             std::process::exit(1);
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// The run
-
-/// Probe each configuration before measuring: valid token -> 200 everywhere; expired / bad signature / no
-/// token -> 401 where enforcing, 200 elsewhere.
-fn smoke(units: &[Unit], files: &TokenFiles, algs: &[&str]) -> Result<(), String> {
-    let mut problems = Vec::new();
-    for u in units {
-        let enforcing = ENFORCING.contains(&u.config.as_str());
-        let reject = if enforcing { 401 } else { 200 };
-        for alg in algs {
-            let cases = [
-                ("valid", tokens::token_at(files, alg, "hot", 0), 200),
-                ("expired", tokens::token_at(files, alg, "mix", 1), reject),
-                (
-                    "bad signature",
-                    tokens::token_at(files, alg, "mix", 3),
-                    reject,
-                ),
-            ];
-            for (what, token, want) in cases {
-                if token.is_empty() {
-                    problems.push(format!("{alg}: no {what} token in the token files"));
-                    continue;
-                }
-                let got = u.probe(Some(&token))?;
-                if got != want {
-                    problems.push(format!(
-                        "{} {alg} {what} token: HTTP {got}, expected {want}",
-                        u.config
-                    ));
-                }
-            }
-        }
-        let got = u.probe(None)?;
-        if got != reject {
-            problems.push(format!(
-                "{} no token: HTTP {got}, expected {reject}",
-                u.config
-            ));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "smoke test failed, the configurations are not equivalent:\n  {}",
-            problems.join("\n  ")
-        ))
-    }
-}
-
-/// `ours-wasm` before the filter knows `signature_backend`: the Envoy exits at startup because jwt-guard
-/// refuses the unknown field. Then the column is left out (with a warning and a note in bench.json) instead
-/// of failing the run; any other startup failure fails it.
-fn refuses_signature_backend(e: &BenchEnvoy) -> bool {
-    e.name == "ours-wasm" && e.log_text().contains("signature_backend")
-}
-
-/// Ready units, configurations left out (-> why), and what ran meanwhile.
-type Started<T> = (Vec<Unit>, BTreeMap<String, String>, T);
-
-/// Start every configuration's Envoy(s) on ephemeral ports (ext_authz: the central first, then the front
-/// pointed at its bound port). `meanwhile` runs after the first spawns (token minting overlaps startup).
-/// Returns the ready units and the configurations left out (with why).
-fn start_units<T>(
-    opts: &BenchOptions,
-    dir: &Path,
-    meanwhile: impl FnOnce() -> Result<T, String>,
-) -> Result<Started<T>, String> {
-    let timeout = Duration::from_secs(30);
-    let mut pending: Vec<(String, BenchEnvoy)> = Vec::new();
-    for c in CONFIGS {
-        let name = if *c == "ext_authz" {
-            EXT_AUTHZ_CENTRAL
-        } else {
-            c
-        };
-        let yaml = render_bootstrap(name, opts, 0, 0)?;
-        pending.push((c.to_string(), BenchEnvoy::spawn(name, &yaml, dir)?));
-    }
-    let extra = meanwhile()?;
-    let mut units = Vec::new();
-    let mut skipped = BTreeMap::new();
-    for (config, mut e) in pending {
-        if let Err(err) = e.wait_ready(timeout) {
-            if refuses_signature_backend(&e) {
-                let why = "jwt-guard refused \"signature_backend\" (this build of the filter predates the option)";
-                eprintln!(
-                    "[bench] WARNING: {config} left out: {why}; log: {}",
-                    e.log.display()
-                );
-                skipped.insert(config, why.to_string());
-                continue;
-            }
-            return Err(err);
-        }
-        let mut envoys = vec![e];
-        if config == "ext_authz" {
-            let central_port = envoys[0].port;
-            let yaml = render_bootstrap_with("ext_authz", opts, 0, 0, central_port)?;
-            let mut front = BenchEnvoy::spawn("ext_authz", &yaml, dir)?;
-            front.wait_ready(timeout)?;
-            envoys.insert(0, front);
-        }
-        units.push(Unit { config, envoys });
-    }
-    Ok((units, skipped, extra))
 }
 
 /// Run the benchmark. Ok(false): measured, but the equivalence checks failed.
@@ -437,12 +226,12 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
     }
     let memory: serde_json::Map<String, Value> = units
         .iter()
-        .map(|u| (u.config.clone(), report::memory_of(u)))
+        .map(|u| (u.config.clone(), machine::memory_of(u)))
         .collect();
     let envoy_log_lines: serde_json::Map<String, Value> = units
         .iter()
         .flat_map(|u| u.envoys.iter())
-        .map(|e| (e.name.clone(), json!(e.log_text().lines().count())))
+        .map(|e| (e.name().to_string(), json!(e.logs().lines().count())))
         .collect();
     drop(units);
 
@@ -470,7 +259,7 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
         entry[c.as_str()] = cell.json();
     }
     let report = json!({
-        "machine": report::machine_info(opts),
+        "machine": machine::machine_info(opts),
         "params": {
             "rounds": opts.rounds,
             "duration_s": opts.duration_s,

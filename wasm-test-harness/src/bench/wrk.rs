@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::process::Unit;
+use super::units::Unit;
 use crate::envoy::repo_root;
 
 /// What one wrk run measured.
