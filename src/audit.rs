@@ -60,6 +60,8 @@ pub struct Record<'a> {
     pub subject: Option<&'a str>,
     pub tenant: Option<&'a str>,
     pub token_hash: Option<&'a str>,
+    /// The binding the request proved (`bearer`, `dpop`, `mtls`, `dpop+mtls`), for a verified token.
+    pub binding: Option<&'a str>,
     pub method: &'a [u8],
     pub path: &'a [u8],
     pub latency_us: u64,
@@ -69,6 +71,7 @@ pub struct Record<'a> {
 /// `serde_json::to_string` on a struct (no intermediate `Value` map: this runs on every request).
 #[derive(serde::Serialize)]
 struct Out<'a> {
+    binding: Option<&'a str>,
     decision: &'a str,
     issuer: Option<String>,
     latency_us: u64,
@@ -97,6 +100,7 @@ fn cut(bytes: &[u8]) -> String {
 impl Record<'_> {
     pub fn to_json(&self) -> String {
         let out = Out {
+            binding: self.binding,
             decision: self.decision.code(),
             issuer: self.issuer.map(|s| cut(s.as_bytes())),
             latency_us: self.latency_us,
@@ -160,6 +164,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "binding",
                 "decision",
                 "issuer",
                 "latency_us",

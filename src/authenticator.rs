@@ -7,6 +7,7 @@
 //! without a public-key operation (`tokencache::ForgedCache`), after every other check has run again. Then the rule's authorisation: scopes (all-of and any-of,
 //! from `scope` or `scp`) and required claim values, checked on the verified identity.
 
+use crate::binding::{self, Presentation, ProofId, Proven, Replay};
 use crate::codes::codes;
 use crate::config::{ClaimRequirement, Config, Provider, Requirement};
 use crate::crypto;
@@ -42,6 +43,9 @@ codes! {
         Key => "key",
         /// The signature verifies with that key.
         Signature => "signature",
+        /// A bound token (`cnf`) proves its binding (DPoP proof, client certificate), and the
+        /// route's `binding` is met.
+        Binding => "binding",
         /// The rule's `scopes` and `any_scopes` are granted.
         Scopes => "scopes",
         /// The rule's required claim values are present.
@@ -94,6 +98,17 @@ pub trait Keys {
     fn verifier(&self) -> crypto::Verifier<'_> {
         crypto::Verifier::wasm()
     }
+
+    /// The SHA-256 of the client certificate Envoy verified on this connection; `None` without one.
+    fn peer_certificate_sha256(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Records a DPoP proof in the replay memory (`skew` is the provider's clock skew); the default
+    /// has no memory, so every proof fails closed.
+    fn record_proof(&self, _id: &ProofId, _skew: u64, _now_secs: u64) -> Replay {
+        Replay::Unavailable
+    }
 }
 
 /// A token whose signature and claims were checked. Only the authenticator makes one (the fields
@@ -104,6 +119,8 @@ pub struct Verified {
     claims: Rc<Map<String, Value>>,
     /// The audit record's `token_hash` of the token (`audit::token_hash`), kept with the cache entry.
     token_hash: Rc<str>,
+    /// The binding this request proved (checked on every request, cached token or not).
+    proven: Proven,
 }
 
 impl Verified {
@@ -119,6 +136,11 @@ impl Verified {
     /// The audit record's `token_hash`.
     pub fn token_hash(&self) -> &Rc<str> {
         &self.token_hash
+    }
+
+    /// The binding the request proved: `bearer` for an unbound token.
+    pub fn proven(&self) -> Proven {
+        self.proven
     }
 }
 
@@ -162,7 +184,15 @@ pub fn authenticate_at_ms(
     keys: &dyn Keys,
     now_ms: u64,
 ) -> Outcome {
-    authenticate_traced(config, requirement, tokens, keys, now_ms).0
+    authenticate_traced(
+        config,
+        requirement,
+        tokens,
+        &Presentation::default(),
+        keys,
+        now_ms,
+    )
+    .0
 }
 
 /// `authenticate_at_ms`, and the check at which the request stopped (`None` when it passed them
@@ -171,6 +201,7 @@ pub fn authenticate_traced(
     config: &Config,
     requirement: &Requirement,
     tokens: &[Vec<u8>],
+    presentation: &Presentation,
     keys: &dyn Keys,
     now_ms: u64,
 ) -> (Outcome, Option<Check>) {
@@ -185,15 +216,38 @@ pub fn authenticate_traced(
     for token in tokens {
         match check_token(config, requirement, token, keys, now_ms) {
             (Outcome::Allow(Some(v)), _) => {
-                identity.get_or_insert(v);
+                identity.get_or_insert((v, token));
             }
             (Outcome::Allow(None), _) => {}
             other => return other,
         }
     }
-    let Some(identity) = identity else {
+    let Some((mut identity, token)) = identity else {
         return (Outcome::Deny(Denial::Missing), Some(Check::Token));
     };
+    // Every request, cached token or not: the binding is proven per request.
+    let skew = config
+        .providers
+        .get(identity.provider)
+        .map_or(0, |p| p.clock_skew_secs);
+    let env = binding::Env {
+        settings: &config.dpop,
+        skew,
+        now: now_ms / 1000,
+        verifier: keys.verifier(),
+        peer_certificate_sha256: &|| keys.peer_certificate_sha256(),
+        record_proof: &|id, now| keys.record_proof(id, skew, now),
+    };
+    match binding::check(
+        requirement.binding,
+        &identity.claims,
+        token,
+        presentation,
+        &env,
+    ) {
+        Ok(proven) => identity.proven = proven,
+        Err(d) => return (Outcome::Deny(d), Some(Check::Binding)),
+    }
     match authorize(requirement, &identity.claims) {
         Ok(()) => (Outcome::Allow(Some(identity)), None),
         Err((check, d)) => (Outcome::Forbidden(identity, d), Some(check)),
@@ -276,6 +330,7 @@ fn check_token(
                         provider: index,
                         claims,
                         token_hash,
+                        proven: Proven::Bearer,
                     })),
                     None,
                 );
@@ -344,6 +399,7 @@ fn check_cached(
             provider: hit.provider,
             claims: hit.claims,
             token_hash: hit.token_hash,
+            proven: Proven::Bearer,
         })),
         None,
     ))

@@ -25,6 +25,11 @@ codes! {
         WrongAudience => "wrong_audience",
         InsufficientScope => "insufficient_scope",
         ClaimMismatch => "claim_mismatch",
+        InvalidDpopProof => "invalid_dpop_proof",
+        DpopReplay => "dpop_replay",
+        DpopBinding => "dpop_binding",
+        MtlsBinding => "mtls_binding",
+        BindingRequired => "binding_required",
         KeysUnavailable => "keys_unavailable",
         NoRule => "no_rule",
         Internal => "internal_error",
@@ -76,6 +81,19 @@ pub enum Denial {
     InsufficientScope(String),
     /// A claim the rule requires is absent or has a value the rule does not allow.
     ClaimMismatch,
+    /// The `DPoP` proof is missing, repeated, malformed or does not fit the request (RFC 9449 §4.3):
+    /// `401` with a `DPoP` challenge, `error="invalid_dpop_proof"`.
+    InvalidDpopProof(&'static str),
+    /// The proof's `jti` was seen within the window (RFC 9449 §11.1).
+    DpopReplay,
+    /// A DPoP-bound token without its binding: presented as Bearer, or a proof for another key
+    /// (`cnf.jkt`), or an unbound token where the route needs DPoP: `401 invalid_token`.
+    DpopBinding(&'static str),
+    /// An mTLS-bound token (`cnf["x5t#S256"]`, RFC 8705 §3) without the client certificate it names,
+    /// or an unbound token where the route needs mTLS: `401 invalid_token`.
+    MtlsBinding(&'static str),
+    /// The route needs a sender-constrained token (`binding: any`) and this one is not.
+    BindingRequired,
     /// No key set could be had in time (IdP down, slow, or returning garbage).
     KeysUnavailable,
     /// The request matched no rule; the filter fails closed.
@@ -104,6 +122,11 @@ impl Denial {
             Denial::WrongAudience => Reason::WrongAudience,
             Denial::InsufficientScope(_) => Reason::InsufficientScope,
             Denial::ClaimMismatch => Reason::ClaimMismatch,
+            Denial::InvalidDpopProof(_) => Reason::InvalidDpopProof,
+            Denial::DpopReplay => Reason::DpopReplay,
+            Denial::DpopBinding(_) => Reason::DpopBinding,
+            Denial::MtlsBinding(_) => Reason::MtlsBinding,
+            Denial::BindingRequired => Reason::BindingRequired,
             Denial::KeysUnavailable => Reason::KeysUnavailable,
             Denial::NoRule => Reason::NoRule,
             Denial::Internal => Reason::Internal,
@@ -135,6 +158,11 @@ impl Denial {
             Denial::WrongAudience => "audience not accepted",
             Denial::InsufficientScope(_) => "token lacks a required scope",
             Denial::ClaimMismatch => "required claim missing or not allowed",
+            Denial::InvalidDpopProof(what) => what,
+            Denial::DpopReplay => "DPoP proof replayed",
+            Denial::DpopBinding(what) => what,
+            Denial::MtlsBinding(what) => what,
+            Denial::BindingRequired => "a sender-constrained token is required",
             Denial::KeysUnavailable => "signing keys unavailable",
             Denial::NoRule => "no rule matches this request",
             Denial::Internal => "the filter could not process this request",

@@ -130,6 +130,16 @@ pub fn extract<'a>(
     sources: impl IntoIterator<Item = &'a TokenSource>,
     req: &dyn RequestView,
 ) -> Result<Option<Vec<u8>>, Denial> {
+    Ok(extract_presented(sources, req)?.map(|(token, _)| token))
+}
+
+/// `extract`, and whether the token came as `Authorization: DPoP <token>` (RFC 9449 §7.1): where a
+/// source reads `authorization` with the `Bearer ` prefix, the `DPoP ` scheme is read too, and one
+/// credential of each is two tokens.
+pub fn extract_presented<'a>(
+    sources: impl IntoIterator<Item = &'a TokenSource>,
+    req: &dyn RequestView,
+) -> Result<Option<(Vec<u8>, bool)>, Denial> {
     let mut headers: Vec<(String, Vec<&str>)> = Vec::new();
     let mut params: Vec<Vec<u8>> = Vec::new();
     let mut cookies: Vec<Vec<u8>> = Vec::new();
@@ -146,8 +156,10 @@ pub fn extract<'a>(
             TokenSource::Cookie(c) => cookies.push(param_key(c.as_bytes())),
         }
     }
-    let mut found: Vec<Vec<u8>> = Vec::new();
+    let mut found: Vec<(Vec<u8>, bool)> = Vec::new();
     for (key, prefixes) in &headers {
+        let dpop_too =
+            key == "authorization" && prefixes.iter().any(|p| p.eq_ignore_ascii_case("bearer "));
         // Envoy joins repeated headers with `,` (and an intermediary may have done so before it);
         // no token has a comma, so each element is a credential of its own.
         let values = req.header_values(key);
@@ -165,21 +177,30 @@ pub fn extract<'a>(
                         .filter(|t| !t.is_empty())
                 }
             });
-            if let Some(t) = token {
-                found.push(t.to_vec());
+            let dpop = || {
+                strip_prefix_ci(value, "DPoP ")
+                    .map(trim)
+                    .filter(|t| !t.is_empty())
+            };
+            match token {
+                Some(t) => found.push((t.to_vec(), false)),
+                None if dpop_too => found.extend(dpop().map(|t| (t.to_vec(), true))),
+                None => {}
             }
         }
     }
+    let mut elsewhere: Vec<Vec<u8>> = Vec::new();
     if !params.is_empty() {
         if let Some(path) = req.header(":path") {
-            from_query(&path, &params, &mut found);
+            from_query(&path, &params, &mut elsewhere);
         }
     }
     if !cookies.is_empty() {
         if let Some(cookie) = req.header("cookie") {
-            from_cookies(&cookie, &cookies, &mut found);
+            from_cookies(&cookie, &cookies, &mut elsewhere);
         }
     }
+    found.extend(elsewhere.into_iter().map(|t| (t, false)));
     if found.len() > 1 {
         return Err(Denial::InvalidRequest(
             "more than one token in the request (use exactly one place, once)",

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod authenticator;
 pub mod b64;
+pub mod binding;
 pub mod codes;
 pub mod config;
 pub mod crypto;

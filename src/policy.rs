@@ -32,6 +32,8 @@ pub struct Plan {
     pub issuer: Option<String>,
     pub subject: Option<String>,
     pub tenant: Option<String>,
+    /// The binding the verified token proved (never the proof itself).
+    pub binding: Option<&'static str>,
 }
 
 fn scalar(v: &serde_json::Value) -> Option<String> {
@@ -64,6 +66,7 @@ fn note_identity(plan: &mut Plan, config: &Config, v: &Verified) {
     plan.issuer = text("iss");
     plan.subject = text("sub");
     plan.tenant = text(&config.audit.tenant_claim);
+    plan.binding = Some(v.proven().name());
 }
 
 /// `outcome` must be decided (not `Wait`); a `Wait` is treated as keys unavailable.

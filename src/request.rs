@@ -11,9 +11,10 @@
 //!    (`extractor::extract`; more than one is `invalid_request` under the rule's mode).
 
 use crate::authenticator::Outcome;
+use crate::binding::{self, Presentation};
 use crate::config::{Config, Mode, Requirement, Rule};
 use crate::error::Denial;
-use crate::extractor::{extract, RequestView, Tokens};
+use crate::extractor::{extract_presented, RequestView, Tokens};
 use crate::headers::{self, Scrub};
 use crate::rules::{self, RequestInfo};
 
@@ -32,6 +33,8 @@ pub enum Step<'c> {
         rule: &'c Rule,
         requirement: &'c Requirement,
         tokens: Tokens,
+        /// How the token came, and the binding proofs the request offers.
+        presentation: Presentation,
         now_ms: u64,
     },
 }
@@ -111,16 +114,52 @@ pub fn prepare<'c>(
         .iter()
         .filter_map(|&i| config.providers.get(i))
         .flat_map(|p| p.sources.iter());
-    let step = match extract(sources, req) {
-        Ok(token) => Step::Authenticate {
-            rule,
-            requirement,
-            tokens: Tokens::new(token.into_iter().collect()),
-            now_ms,
-        },
+    let step = match extract_presented(sources, req) {
+        Ok(token) => {
+            let dpop_scheme = token.as_ref().is_some_and(|(_, dpop)| *dpop);
+            Step::Authenticate {
+                rule,
+                requirement,
+                tokens: Tokens::new(token.into_iter().map(|(t, _)| t).collect()),
+                presentation: presentation(config, req, &info, dpop_scheme),
+                now_ms,
+            }
+        }
         Err(d) => Step::Decided(rule, Outcome::Deny(d)),
     };
     Prepared { strip, scrub, step }
+}
+
+/// What the request offers to prove a token's binding: the scheme, every `DPoP` header value (split
+/// at commas, as Envoy joins repeats: a proof has none), the method and the URI for `htu`.
+fn presentation(
+    config: &Config,
+    req: &dyn RequestView,
+    info: &RequestInfo,
+    dpop_scheme: bool,
+) -> Presentation {
+    let proofs = req
+        .header_values("dpop")
+        .iter()
+        .flat_map(|v| {
+            v.split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let scheme = req.header(":scheme").unwrap_or_else(|| b"https".to_vec());
+    Presentation {
+        dpop_scheme,
+        proofs,
+        method: info.method.clone(),
+        htu: binding::request_htu(
+            config.dpop.external_base.as_deref(),
+            &scheme,
+            &info.authority,
+            rules::path_without_query(&info.path),
+        ),
+    }
 }
 
 fn refuse<'c>(strip: Vec<String>, scrub: Scrub, denial: Denial) -> Prepared<'c> {

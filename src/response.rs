@@ -27,7 +27,21 @@ pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
         Denial::NoRule => (403, None),
         Denial::KeysUnavailable => (503, None),
         Denial::Internal => (500, None),
+        Denial::InvalidDpopProof(_) | Denial::DpopReplay => (401, Some("invalid_dpop_proof")),
         _ => (401, Some("invalid_token")),
+    };
+    // RFC 9449 §7.1: DPoP failures are answered with a DPoP challenge naming the proof algorithms.
+    let scheme = match denial {
+        Denial::InvalidDpopProof(_)
+        | Denial::DpopReplay
+        | Denial::DpopBinding(_)
+        | Denial::BindingRequired => {
+            format!(
+                "DPoP realm=\"{realm}\", algs=\"{}\"",
+                crate::binding::PROOF_ALGS
+            )
+        }
+        _ => format!("Bearer realm=\"{realm}\""),
     };
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     match (status, error) {
@@ -46,7 +60,7 @@ pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
             headers.push((
                 "www-authenticate".to_owned(),
                 format!(
-                    "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"{scope}",
+                    "{scheme}, error=\"{error}\", error_description=\"{}\"{scope}",
                     denial.description()
                 ),
             ))

@@ -8,9 +8,7 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine as _;
-use common::{
-    b64u, fixture_path, hmac_sha256, pem_der, read_text, rsa_jwk, rsa_private, LocalKeys,
-};
+use common::{b64u, fixture_path, hmac_sha256, read_text, rsa_jwk, rsa_private, LocalKeys};
 use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPrivateKey};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use jwt_guard::authenticator::{authenticate, claim, KeyState, Keys, Outcome};
@@ -26,8 +24,7 @@ const ISS: &str = "https://idp.test";
 
 // ---------- keys ----------
 
-type EcKey = <Es256 as Algorithm>::SigningKey;
-type EdKey = <Ed25519 as Algorithm>::SigningKey;
+use common::{ec_jwk, ec_private, ed_jwk, ed_private, EcKey, EdKey};
 
 #[allow(clippy::large_enum_variant)]
 enum Signer {
@@ -38,40 +35,6 @@ enum Signer {
     Hmac(Vec<u8>),
     /// Empty signature.
     Unsigned,
-}
-
-fn ec_private(name: &str) -> EcKey {
-    // PKCS#8 wraps ECPrivateKey { version 1, privateKey OCTET STRING (32) ... }.
-    let der = pem_der(&fixture_path(&format!("{name}.pem")));
-    let marker = [0x02, 0x01, 0x01, 0x04, 0x20];
-    let at = der
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .expect("ECPrivateKey")
-        + marker.len();
-    <EcKey as jwt_compact::alg::SigningKey<Es256>>::from_slice(&der[at..at + 32])
-        .expect("P-256 scalar")
-}
-
-fn ed_private(name: &str) -> EdKey {
-    // PKCS#8 Ed25519: the seed is the last 32 bytes; ed25519-compact wants seed || public key.
-    let der = pem_der(&fixture_path(&format!("{name}.pem")));
-    let public = pem_der(&fixture_path(&format!("{name}.pub.pem")));
-    let mut raw = der[der.len() - 32..].to_vec();
-    raw.extend_from_slice(&public[public.len() - 32..]);
-    <EdKey as jwt_compact::alg::SigningKey<Ed25519>>::from_slice(&raw).expect("Ed25519 key")
-}
-
-fn ec_jwk(name: &str, crv: &str, coord: usize) -> Value {
-    let spki = pem_der(&fixture_path(&format!("{name}.pub.pem")));
-    let point = &spki[spki.len() - (1 + 2 * coord)..];
-    assert_eq!(point[0], 4, "uncompressed point");
-    json!({"kty": "EC", "kid": name, "crv": crv, "x": b64u(&point[1..1 + coord]), "y": b64u(&point[1 + coord..])})
-}
-
-fn ed_jwk(name: &str) -> Value {
-    let spki = pem_der(&fixture_path(&format!("{name}.pub.pem")));
-    json!({"kty": "OKP", "kid": name, "crv": "Ed25519", "x": b64u(&spki[spki.len() - 32..])})
 }
 
 fn secp256k1_jwk() -> Value {

@@ -329,15 +329,30 @@ fn trace(config: &Config, req: &Request, headers: &[(String, String)], now_ms: u
             rule,
             requirement,
             tokens,
+            presentation,
             now_ms,
         } => {
             t.step = "authenticate";
             t.rule = Some((rule.name.clone(), rule.mode));
             let run = |_: &Rule| {
-                authenticate_traced(config, requirement, &tokens, &Inline(config), now_ms).0
+                authenticate_traced(
+                    config,
+                    requirement,
+                    &tokens,
+                    &presentation,
+                    &Inline(config),
+                    now_ms,
+                )
+                .0
             };
-            let (outcome, stop) =
-                authenticate_traced(config, requirement, &tokens, &Inline(config), now_ms);
+            let (outcome, stop) = authenticate_traced(
+                config,
+                requirement,
+                &tokens,
+                &presentation,
+                &Inline(config),
+                now_ms,
+            );
             t.checks = check_lines(config, requirement, &tokens, &outcome, stop, now_ms / 1000);
             t.shadow = shadow_of(config, rule, run);
             let plan = policy::plan(config, rule, outcome);
@@ -535,6 +550,15 @@ fn check_lines(
                 claims.map(granted_scopes).unwrap_or_default().join(" ")
             ),
             Check::Claims if requirement.claims.is_empty() => "none required".to_owned(),
+            Check::Binding => match outcome {
+                Outcome::Allow(Some(v)) | Outcome::Forbidden(v, _) => match v.proven() {
+                    jwt_guard::binding::Proven::Bearer => {
+                        "unbound bearer token; the route needs no binding".to_owned()
+                    }
+                    proven => format!("proven: {}", proven.name()),
+                },
+                _ => String::new(),
+            },
             _ => String::new(),
         }
     };

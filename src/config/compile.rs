@@ -260,6 +260,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 )
             })?,
     };
+    let dpop = compile_dpop(raw.dpop.as_ref())?;
     Ok(Config {
         providers,
         rules,
@@ -276,6 +277,52 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         realm,
         jwks_wait_timeout_ms,
         signature_backend,
+        dpop,
+    })
+}
+
+fn compile_dpop(raw: Option<&RawDpop>) -> Result<DpopSettings, ConfigError> {
+    let defaults = DpopSettings::default();
+    let Some(raw) = raw else {
+        return Ok(defaults);
+    };
+    let iat_window_secs = duration(
+        "dpop.iat_window",
+        raw.iat_window.as_ref(),
+        defaults.iat_window_secs * 1000,
+        1_000,
+        3_600_000,
+    )? / 1000;
+    let external_base = match &raw.external_base_url {
+        None => None,
+        Some(url) => match split_uri(url) {
+            Some((authority, path)) if path == "/" => {
+                let scheme = if url.starts_with("https://") {
+                    "https"
+                } else {
+                    "http"
+                };
+                Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+            }
+            _ => {
+                return Err(err(
+                    "dpop.external_base_url",
+                    format!("{url:?} is not scheme://authority (http or https, no path)"),
+                ))
+            }
+        },
+    };
+    let replay_capacity = raw.replay_capacity.unwrap_or(defaults.replay_capacity);
+    if !(64..=1_048_576).contains(&replay_capacity) {
+        return Err(err(
+            "dpop.replay_capacity",
+            "must be between 64 and 1048576",
+        ));
+    }
+    Ok(DpopSettings {
+        iat_window_secs,
+        external_base,
+        replay_capacity,
     })
 }
 
@@ -454,6 +501,7 @@ fn compile_requirement(
         any_scopes: list("any_scopes", &req.any_scopes)?,
         claims,
         allow_missing: req.allow_missing.unwrap_or(false),
+        binding: req.binding.unwrap_or_default(),
     }))
 }
 

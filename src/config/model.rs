@@ -34,6 +34,7 @@ pub struct Config {
     pub jwks_wait_timeout_ms: u64,
     /// Which implementation checks RS*/ES* signatures (see `crypto`).
     pub signature_backend: BackendChoice,
+    pub dpop: DpopSettings,
 }
 
 /// `signature_backend`: `auto` uses Envoy's host crypto when its known-answer check passes at VM
@@ -209,6 +210,55 @@ pub struct Requirement {
     pub claims: Vec<ClaimRequirement>,
     /// A request without any token passes (without identity); a presented token must still be valid.
     pub allow_missing: bool,
+    /// The sender constraint the route needs (a token carrying `cnf` is checked against it anyway).
+    pub binding: Binding,
+}
+
+/// Which proof of possession a route needs (RFC 9449 DPoP, RFC 8705 mTLS-bound tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// Bearer tokens are fine; a bound token must still prove its binding.
+    #[default]
+    None,
+    /// A DPoP-bound token (`cnf.jkt`) with a valid `DPoP` proof.
+    Dpop,
+    /// An mTLS-bound token (`cnf["x5t#S256"]`) over a connection with that client certificate.
+    Mtls,
+    /// Either.
+    Any,
+}
+
+impl Binding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Binding::None => "none",
+            Binding::Dpop => "dpop",
+            Binding::Mtls => "mtls",
+            Binding::Any => "any",
+        }
+    }
+}
+
+/// How DPoP proofs are checked (top-level `dpop`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopSettings {
+    /// A proof's `iat` may be this far from now (plus the provider's clock skew), either way.
+    pub iat_window_secs: u64,
+    /// `scheme://authority` the clients see when TLS ends in front of Envoy; else the request's.
+    pub external_base: Option<String>,
+    /// Proofs remembered per window across the Envoy (replay detection), at most.
+    pub replay_capacity: usize,
+}
+
+impl Default for DpopSettings {
+    fn default() -> Self {
+        DpopSettings {
+            iat_window_secs: 60,
+            external_base: None,
+            replay_capacity: 65_536,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

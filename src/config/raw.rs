@@ -1,6 +1,6 @@
 //! The plugin configuration as written: strict serde structs (`deny_unknown_fields`).
 
-use super::model::{Mode, OnKeysUnavailable};
+use super::model::{Binding, Mode, OnKeysUnavailable};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -18,6 +18,15 @@ pub(crate) struct RawConfig {
     pub(crate) audit: Option<RawAudit>,
     pub(crate) token_cache_size: Option<usize>,
     pub(crate) signature_backend: Option<String>,
+    pub(crate) dpop: Option<RawDpop>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDpop {
+    pub(crate) iat_window: Option<String>,
+    pub(crate) external_base_url: Option<String>,
+    pub(crate) replay_capacity: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +145,7 @@ pub(crate) struct RawRequirement {
     pub(crate) any_scopes: Option<Vec<String>>,
     pub(crate) claims: Option<Vec<RawClaimRequirement>>,
     pub(crate) allow_missing: Option<bool>,
+    pub(crate) binding: Option<Binding>,
 }
 
 #[derive(Deserialize)]

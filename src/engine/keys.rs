@@ -2,7 +2,8 @@
 //! shared data, the token cache and the forged-signature memory.
 
 use super::{Engine, Store};
-use crate::authenticator::{authenticate_at_ms, KeyState, Keys, Outcome};
+use crate::authenticator::{authenticate_traced, KeyState, Keys, Outcome};
+use crate::binding::{self, Presentation, ProofId, Replay};
 use crate::config::{Config, JwksSource, Rule};
 use crate::crypto::{Backend, Verifier};
 use crate::host::Host;
@@ -100,6 +101,20 @@ impl<H: Host + Clone> Keys for VmKeys<'_, H> {
         }
     }
 
+    fn peer_certificate_sha256(&self) -> Option<Vec<u8>> {
+        let hex = self
+            .vm
+            .host
+            .get_property(&["connection", "sha256_peer_certificate_digest"])
+            .ok()
+            .flatten()?;
+        binding::certificate_thumbprint_from_hex(&hex)
+    }
+
+    fn record_proof(&self, id: &ProofId, skew: u64, now_secs: u64) -> Replay {
+        binding::record_proof(&Store(&self.vm.host), &self.config.dpop, skew, id, now_secs)
+    }
+
     fn unknown_kid(&self, provider: usize) -> bool {
         let Some(cache) = self.vm.caches.get(provider).and_then(Option::as_ref) else {
             return false;
@@ -115,6 +130,7 @@ impl<H: Host + Clone> Engine<H> {
         config: &Config,
         rule: &Rule,
         tokens: &[Vec<u8>],
+        presentation: &Presentation,
         now_ms: u64,
         may_wait: bool,
     ) -> Outcome {
@@ -127,6 +143,6 @@ impl<H: Host + Clone> Engine<H> {
             now_ms,
             may_wait,
         };
-        authenticate_at_ms(config, requirement, tokens, &keys, now_ms)
+        authenticate_traced(config, requirement, tokens, presentation, &keys, now_ms).0
     }
 }

@@ -77,6 +77,7 @@ struct InFlight {
 struct Waiter {
     rule: RuleRef,
     tokens: crate::extractor::Tokens,
+    presentation: crate::binding::Presentation,
     ctx: ReqCtx,
 }
 

@@ -61,7 +61,7 @@ impl<H: Host + Clone> Engine<H> {
             self.deny_without_rule(&config, Denial::Internal, &ctx);
             return Flow::Pause;
         }
-        let (rule, requirement, tokens, now) = match prepared.step {
+        let (rule, requirement, tokens, presentation, now) = match prepared.step {
             Step::Preflight => {
                 self.telemetry
                     .inc(Some(self.telemetry.registry.cors_preflights));
@@ -78,8 +78,9 @@ impl<H: Host + Clone> Engine<H> {
                 rule,
                 requirement,
                 tokens,
+                presentation,
                 now_ms,
-            } => (rule, requirement, tokens, now_ms),
+            } => (rule, requirement, tokens, presentation, now_ms),
         };
         // Within the refresh window (or without keys) a small shared-data read per request lets
         // this worker use a set another worker just published, instead of waiting for its tick.
@@ -91,7 +92,7 @@ impl<H: Host + Clone> Engine<H> {
         {
             self.sync_all();
         }
-        let outcome = self.decide(&config, rule, &tokens, now, true);
+        let outcome = self.decide(&config, rule, &tokens, &presentation, now, true);
         if let Outcome::Wait(_) = outcome {
             self.held.insert(context_id);
             self.waiters.park(
@@ -100,6 +101,7 @@ impl<H: Host + Clone> Engine<H> {
                 Waiter {
                     rule: RuleRef::of(&config, rule),
                     tokens,
+                    presentation,
                     ctx,
                 },
             );
@@ -245,7 +247,7 @@ impl<H: Host + Clone> Engine<H> {
         let mut waiters = std::mem::take(&mut self.waiters);
         let decided = waiters.drain(now, |w, may_wait| match w.rule.get(&config) {
             None => Outcome::Deny(Denial::NoRule),
-            Some(rule) => self.decide(&config, rule, &w.tokens, now, may_wait),
+            Some(rule) => self.decide(&config, rule, &w.tokens, &w.presentation, now, may_wait),
         });
         self.waiters = waiters;
         for (p, outcome) in decided {

@@ -123,6 +123,7 @@ impl<H: Host> Telemetry<H> {
             subject: plan.subject.as_deref(),
             tenant: plan.tenant.as_deref(),
             token_hash: ctx.token_hash.as_deref(),
+            binding: plan.binding,
             method: &ctx.method,
             path: &ctx.path,
             latency_us,

@@ -125,3 +125,43 @@ pub fn rs256_token(
     let sig = jwt_compact::alg::Rsa::rs256().sign(key, input.as_bytes());
     format!("{input}.{}", b64u(&sig.as_bytes()))
 }
+
+/// A fixture P-256 signing key.
+pub type EcKey = <jwt_compact::alg::Es256 as jwt_compact::Algorithm>::SigningKey;
+/// A fixture Ed25519 signing key.
+pub type EdKey = <jwt_compact::alg::Ed25519 as jwt_compact::Algorithm>::SigningKey;
+
+pub fn ec_private(name: &str) -> EcKey {
+    // PKCS#8 wraps ECPrivateKey { version 1, privateKey OCTET STRING (32) ... }.
+    let der = pem_der(&fixture_path(&format!("{name}.pem")));
+    let marker = [0x02, 0x01, 0x01, 0x04, 0x20];
+    let at = der
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("ECPrivateKey")
+        + marker.len();
+    <EcKey as jwt_compact::alg::SigningKey<jwt_compact::alg::Es256>>::from_slice(&der[at..at + 32])
+        .expect("P-256 scalar")
+}
+
+pub fn ed_private(name: &str) -> EdKey {
+    // PKCS#8 Ed25519: the seed is the last 32 bytes; ed25519-compact wants seed || public key.
+    let der = pem_der(&fixture_path(&format!("{name}.pem")));
+    let public = pem_der(&fixture_path(&format!("{name}.pub.pem")));
+    let mut raw = der[der.len() - 32..].to_vec();
+    raw.extend_from_slice(&public[public.len() - 32..]);
+    <EdKey as jwt_compact::alg::SigningKey<jwt_compact::alg::Ed25519>>::from_slice(&raw)
+        .expect("Ed25519 key")
+}
+
+pub fn ec_jwk(name: &str, crv: &str, coord: usize) -> serde_json::Value {
+    let spki = pem_der(&fixture_path(&format!("{name}.pub.pem")));
+    let point = &spki[spki.len() - (1 + 2 * coord)..];
+    assert_eq!(point[0], 4, "uncompressed point");
+    serde_json::json!({"kty": "EC", "kid": name, "crv": crv, "x": b64u(&point[1..1 + coord]), "y": b64u(&point[1 + coord..])})
+}
+
+pub fn ed_jwk(name: &str) -> serde_json::Value {
+    let spki = pem_der(&fixture_path(&format!("{name}.pub.pem")));
+    serde_json::json!({"kty": "OKP", "kid": name, "crv": "Ed25519", "x": b64u(&spki[spki.len() - 32..])})
+}

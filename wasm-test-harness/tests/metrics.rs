@@ -232,6 +232,7 @@ fn counters_histogram_gauges_and_audit_records_match_the_traffic() {
         "subject",
         "tenant",
         "token_hash",
+        "binding",
         "method",
         "path",
         "latency_us",
