@@ -477,3 +477,134 @@ pub fn record_proof(
         settings.replay_capacity,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keycache::tests::MemStore;
+
+    #[test]
+    fn uris_compare_in_their_rfc_3986_normal_form() {
+        let n = |u: &str| normalize_uri(u);
+        assert_eq!(
+            n("HTTPS://API.Example.com:443/a/b?q=1#f").as_deref(),
+            Some("https://api.example.com/a/b")
+        );
+        assert_eq!(n("http://h:80").as_deref(), Some("http://h/"));
+        assert_eq!(n("http://h:8080/x").as_deref(), Some("http://h:8080/x"));
+        assert_eq!(
+            n("https://h/%7euser/%2f%41").as_deref(),
+            Some("https://h/~user/%2FA")
+        );
+        for bad in [
+            "ftp://h/",
+            "https://",
+            "https:///x",
+            "https://u@h/",
+            "https://h/%zz",
+            "https://h/a b",
+            "h/x",
+        ] {
+            assert_eq!(n(bad), None, "{bad}");
+        }
+        assert_eq!(
+            request_htu(None, b"https", b"API.test:443", b"/orders").as_deref(),
+            Some("https://api.test/orders")
+        );
+        assert_eq!(
+            request_htu(
+                Some("https://api.example.com"),
+                b"http",
+                b"10.0.0.1:8080",
+                b"/orders"
+            )
+            .as_deref(),
+            Some("https://api.example.com/orders")
+        );
+    }
+
+    #[test]
+    fn certificate_digests_are_hex_of_32_bytes() {
+        let hex = "00ff".repeat(16);
+        assert_eq!(
+            certificate_thumbprint_from_hex(hex.as_bytes()).map(|d| d.len()),
+            Some(32)
+        );
+        assert_eq!(certificate_thumbprint_from_hex(b"00ff"), None);
+        assert_eq!(
+            certificate_thumbprint_from_hex("zz".repeat(32).as_bytes()),
+            None
+        );
+    }
+
+    #[test]
+    fn the_replay_memory_remembers_two_slots_back_and_is_bounded() {
+        let store = MemStore::default();
+        let id = |n: u8| {
+            let mut i = [0u8; 16];
+            i[0] = n;
+            i[15] = n;
+            i
+        };
+        let slot = 120;
+        assert_eq!(
+            replay::record(&store, &id(1), 1_000, slot, 64 * 2),
+            Replay::Fresh
+        );
+        assert_eq!(
+            replay::record(&store, &id(1), 1_000, slot, 64 * 2),
+            Replay::Seen
+        );
+        // One and two slots later it is still known; three slots later it is forgotten (a proof
+        // that old fails its iat check anyway).
+        assert_eq!(
+            replay::record(&store, &id(1), 1_000 + slot, slot, 128),
+            Replay::Seen
+        );
+        assert_eq!(
+            replay::record(&store, &id(1), 1_000 + 2 * slot, slot, 128),
+            Replay::Seen
+        );
+        assert_eq!(
+            replay::record(&store, &id(1), 1_000 + 4 * slot, slot, 128),
+            Replay::Fresh
+        );
+        // Capacity 128 over 64 shards: two ids per shard per slot, then full (fail closed).
+        let now = 50_000;
+        let same_shard = |k: u8| {
+            let mut i = id(5);
+            i[1] = k;
+            i
+        };
+        assert_eq!(
+            replay::record(&store, &same_shard(1), now, slot, 128),
+            Replay::Fresh
+        );
+        assert_eq!(
+            replay::record(&store, &same_shard(2), now, slot, 128),
+            Replay::Fresh
+        );
+        assert_eq!(
+            replay::record(&store, &same_shard(3), now, slot, 128),
+            Replay::Full
+        );
+        // The next slot has room again; the ring reuses the entry of four slots ago.
+        assert_eq!(
+            replay::record(&store, &same_shard(3), now + 4 * slot, slot, 128),
+            Replay::Fresh
+        );
+    }
+
+    #[test]
+    fn the_challenge_names_every_algorithm_the_filter_verifies() {
+        let names: Vec<&str> = Alg::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(PROOF_ALGS, names.join(" "));
+    }
+
+    #[test]
+    fn a_proof_id_depends_on_key_and_jti() {
+        assert_ne!(proof_id("k1", "j"), proof_id("k2", "j"));
+        assert_ne!(proof_id("k1", "j1"), proof_id("k1", "j2"));
+        assert_eq!(proof_id("k1", "j"), proof_id("k1", "j"));
+    }
+}

@@ -133,6 +133,29 @@ fn base_config_is_accepted() {
 }
 
 #[test]
+fn binding_and_dpop_settings_compile() {
+    let cfg = parse_value(&edit(|v| {
+        v["rules"][1]["requires"]["binding"] = json!("any");
+        v["dpop"] = json!({"iat_window": "30s", "external_base_url": "HTTPS://API.example.com:8443/", "replay_capacity": 4096});
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let req = cfg.rules[1].requires.as_ref().expect("requires");
+    assert_eq!(req.binding, jwt_guard::config::Binding::Any);
+    assert_eq!(cfg.dpop.iat_window_secs, 30);
+    assert_eq!(
+        cfg.dpop.external_base.as_deref(),
+        Some("https://api.example.com:8443")
+    );
+    assert_eq!(cfg.dpop.replay_capacity, 4096);
+    let plain = parse_value(&base()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        plain.rules[1].requires.as_ref().map(|r| r.binding),
+        Some(jwt_guard::config::Binding::None)
+    );
+    assert_eq!(plain.dpop, jwt_guard::config::DpopSettings::default());
+}
+
+#[test]
 fn errors_name_their_field() {
     // (case, document, expected field: exact match or, with a trailing '*', a prefix)
     let cases: Vec<(&str, Value, &str)> = vec![
@@ -140,6 +163,36 @@ fn errors_name_their_field() {
             "unknown top-level field",
             edit(|v| v["provider"] = json!({})),
             "provider",
+        ),
+        (
+            "unknown binding",
+            edit(|v| v["rules"][1]["requires"]["binding"] = json!("dpop-ish")),
+            "rules[1].requires.binding*",
+        ),
+        (
+            "external base URL with a path",
+            edit(|v| v["dpop"] = json!({"external_base_url": "https://api.example.com/v1"})),
+            "dpop.external_base_url",
+        ),
+        (
+            "external base URL not http(s)",
+            edit(|v| v["dpop"] = json!({"external_base_url": "api.example.com"})),
+            "dpop.external_base_url",
+        ),
+        (
+            "iat window not a duration",
+            edit(|v| v["dpop"] = json!({"iat_window": "a minute"})),
+            "dpop.iat_window",
+        ),
+        (
+            "replay capacity too small",
+            edit(|v| v["dpop"] = json!({"replay_capacity": 3})),
+            "dpop.replay_capacity",
+        ),
+        (
+            "typo in dpop",
+            edit(|v| v["dpop"] = json!({"iat_windw": "60s"})),
+            "dpop*",
         ),
         (
             "typo in provider field",

@@ -295,14 +295,21 @@ fn compile_dpop(raw: Option<&RawDpop>) -> Result<DpopSettings, ConfigError> {
     )? / 1000;
     let external_base = match &raw.external_base_url {
         None => None,
-        Some(url) => match split_uri(url) {
-            Some((authority, path)) if path == "/" => {
-                let scheme = if url.starts_with("https://") {
-                    "https"
+        Some(url) => match url
+            .split_once("://")
+            .map(|(scheme, rest)| format!("{}://{rest}", scheme.to_ascii_lowercase()))
+            .as_deref()
+            .and_then(|u| split_uri(u).map(|(a, p)| (u.starts_with("https://"), a, p)))
+        {
+            Some((https, authority, path)) if path == "/" => {
+                let (scheme, default_port) = if https {
+                    ("https", ":443")
                 } else {
-                    "http"
+                    ("http", ":80")
                 };
-                Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+                let authority = authority.to_ascii_lowercase();
+                let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+                Some(format!("{scheme}://{authority}"))
             }
             _ => {
                 return Err(err(
