@@ -33,10 +33,15 @@ codes! {
         Size => "size",
         /// `alg` is in the provider's allow-list.
         Algorithm => "algorithm",
-        /// `exp` (required unless `require_expiration: false`) and `nbf`, with the clock skew.
+        /// The header's `typ` is one of the provider's `allowed_types` (when set).
+        Type => "type",
+        /// `exp` (required unless `require_expiration: false`) and `nbf`, with the clock skew; `exp -
+        /// iat` within `max_lifetime` (when set).
         Lifetime => "lifetime",
         /// `aud` names an accepted audience.
         Audience => "audience",
+        /// `sub` fits the provider's `subjects` (when set).
+        Subject => "subject",
         /// The provider's key set is usable.
         Keys => "keys",
         /// A key of the set fits the token's `kid` and `alg`.
@@ -121,6 +126,8 @@ pub struct Verified {
     token_hash: Rc<str>,
     /// The binding this request proved (checked on every request, cached token or not).
     proven: Proven,
+    /// The token's payload segment (base64url, as presented), kept when the provider forwards it.
+    payload: Option<Rc<str>>,
 }
 
 impl Verified {
@@ -141,6 +148,11 @@ impl Verified {
     /// The binding the request proved: `bearer` for an unbound token.
     pub fn proven(&self) -> Proven {
         self.proven
+    }
+
+    /// The verified payload segment, for `forward_payload_header`.
+    pub fn payload(&self) -> Option<&str> {
+        self.payload.as_deref()
     }
 }
 
@@ -248,6 +260,18 @@ pub fn authenticate_traced(
         Ok(proven) => identity.proven = proven,
         Err(d) => return (Outcome::Deny(d), Some(Check::Binding)),
     }
+    let forwards_payload = config
+        .providers
+        .get(identity.provider)
+        .is_some_and(|p| p.forward_payload_header.is_some());
+    if forwards_payload {
+        // The token verified, so it is three base64url segments of ASCII.
+        identity.payload = token
+            .split(|b| *b == b'.')
+            .nth(1)
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .map(Rc::from);
+    }
     match authorize(requirement, &identity.claims) {
         Ok(()) => (Outcome::Allow(Some(identity)), None),
         Err((check, d)) => (Outcome::Forbidden(identity, d), Some(check)),
@@ -295,6 +319,7 @@ fn check_token(
             provider,
             audiences,
             parsed.alg,
+            parsed.typ.as_deref(),
             &parsed.claims,
             token.len(),
             now,
@@ -315,6 +340,7 @@ fn check_token(
                         provider: index,
                         alg: parsed.alg,
                         kid: parsed.kid.map(Rc::from),
+                        typ: parsed.typ.map(Rc::from),
                         claims: claims.clone(),
                         key_raw,
                         key_gen: keys.generation(index),
@@ -331,6 +357,7 @@ fn check_token(
                         claims,
                         token_hash,
                         proven: Proven::Bearer,
+                        payload: None,
                     })),
                     None,
                 );
@@ -369,8 +396,15 @@ fn check_cached(
         .audiences
         .as_ref()
         .unwrap_or(&provider.audiences);
-    if let Err((check, d)) = claim_checks(provider, audiences, hit.alg, &hit.claims, token_len, now)
-    {
+    if let Err((check, d)) = claim_checks(
+        provider,
+        audiences,
+        hit.alg,
+        hit.typ.as_deref(),
+        &hit.claims,
+        token_len,
+        now,
+    ) {
         return Some((Outcome::Deny(d), Some(check)));
     }
     // The signature stays verified, but the key only vouches for the token while the key set may
@@ -400,6 +434,7 @@ fn check_cached(
             claims: hit.claims,
             token_hash: hit.token_hash,
             proven: Proven::Bearer,
+            payload: None,
         })),
         None,
     ))
@@ -422,6 +457,7 @@ fn claim_checks(
     provider: &Provider,
     audiences: &[String],
     alg: crypto::Alg,
+    typ: Option<&str>,
     claims: &Map<String, Value>,
     token_len: usize,
     now: u64,
@@ -431,6 +467,11 @@ fn claim_checks(
     }
     if !provider.algorithms.contains(&alg) {
         return Err((Check::Algorithm, Denial::AlgNotAllowed));
+    }
+    if !provider.allowed_types.is_empty()
+        && !typ.is_some_and(|t| provider.allowed_types.contains(&crate::config::type_key(t)))
+    {
+        return Err((Check::Type, Denial::WrongType));
     }
     let now = now as f64;
     let skew = provider.clock_skew_secs as f64;
@@ -443,6 +484,16 @@ fn claim_checks(
     if let Some(nbf) = numeric_date(claims, "nbf").map_err(lifetime)? {
         if now + skew < nbf {
             return Err(lifetime(Denial::NotYetValid));
+        }
+    }
+    if let Some(max) = provider.max_lifetime_secs {
+        let iat = numeric_date(claims, "iat")
+            .map_err(lifetime)?
+            .ok_or(lifetime(Denial::MissingIat))?;
+        // Without `exp` the lifetime is unbounded.
+        let exp = numeric_date(claims, "exp").map_err(lifetime)?;
+        if exp.is_none_or(|exp| exp - iat > max as f64) {
+            return Err(lifetime(Denial::LifetimeTooLong));
         }
     }
     if !audiences.is_empty() {
@@ -465,6 +516,15 @@ fn claim_checks(
         };
         if !ok {
             return Err((Check::Audience, Denial::WrongAudience));
+        }
+    }
+    if !provider.subjects.is_empty() {
+        let fits = match claims.get("sub") {
+            Some(Value::String(sub)) => provider.subjects.iter().any(|m| m.matches(sub)),
+            _ => false,
+        };
+        if !fits {
+            return Err((Check::Subject, Denial::WrongSubject));
         }
     }
     Ok(())

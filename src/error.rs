@@ -23,6 +23,10 @@ codes! {
         MissingExp => "missing_exp",
         WrongIssuer => "wrong_issuer",
         WrongAudience => "wrong_audience",
+        WrongSubject => "wrong_subject",
+        WrongType => "wrong_type",
+        MissingIat => "missing_iat",
+        LifetimeTooLong => "lifetime_too_long",
         InsufficientScope => "insufficient_scope",
         ClaimMismatch => "claim_mismatch",
         InvalidDpopProof => "invalid_dpop_proof",
@@ -76,6 +80,15 @@ pub enum Denial {
     WrongIssuer,
     /// `aud` absent or none of its values is allowed.
     WrongAudience,
+    /// `sub` absent or fits none of the provider's `subjects`.
+    WrongSubject,
+    /// The header's `typ` is absent or not one of the provider's `allowed_types` (an ID token
+    /// used as an access token, say).
+    WrongType,
+    /// `iat` absent while the provider's `max_lifetime` needs it.
+    MissingIat,
+    /// `exp - iat` exceeds the provider's `max_lifetime`.
+    LifetimeTooLong,
     /// The token lacks a scope the rule requires (403, RFC 6750 `insufficient_scope`). Carries the
     /// rule's required scopes, from config, for the `scope` attribute of the challenge.
     InsufficientScope(String),
@@ -120,6 +133,10 @@ impl Denial {
             Denial::MissingExp => Reason::MissingExp,
             Denial::WrongIssuer => Reason::WrongIssuer,
             Denial::WrongAudience => Reason::WrongAudience,
+            Denial::WrongSubject => Reason::WrongSubject,
+            Denial::WrongType => Reason::WrongType,
+            Denial::MissingIat => Reason::MissingIat,
+            Denial::LifetimeTooLong => Reason::LifetimeTooLong,
             Denial::InsufficientScope(_) => Reason::InsufficientScope,
             Denial::ClaimMismatch => Reason::ClaimMismatch,
             Denial::InvalidDpopProof(_) => Reason::InvalidDpopProof,
@@ -156,6 +173,10 @@ impl Denial {
             Denial::MissingExp => "token has no exp",
             Denial::WrongIssuer => "issuer not accepted",
             Denial::WrongAudience => "audience not accepted",
+            Denial::WrongSubject => "subject not accepted",
+            Denial::WrongType => "token type not accepted",
+            Denial::MissingIat => "token has no iat",
+            Denial::LifetimeTooLong => "token lifetime exceeds the maximum",
             Denial::InsufficientScope(_) => "token lacks a required scope",
             Denial::ClaimMismatch => "required claim missing or not allowed",
             Denial::InvalidDpopProof(what) => what,

@@ -94,8 +94,13 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
             if let Some(v) = identity {
                 note_identity(&mut plan, config, &v);
                 if let Some(provider) = config.providers.get(v.provider()) {
-                    let (set, dropped) =
+                    let (mut set, dropped) =
                         identity_headers(provider, v.claims(), config.max_header_value_bytes);
+                    if let (Some(h), Some(payload)) =
+                        (&provider.forward_payload_header, v.payload())
+                    {
+                        set.push((h.clone(), payload.to_owned()));
+                    }
                     plan.set_headers = set;
                     plan.dropped = dropped;
                 }

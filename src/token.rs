@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub struct Jws {
     pub alg: Alg,
     pub kid: Option<String>,
+    /// The header's `typ` (RFC 7515 §4.1.9), as written.
+    pub typ: Option<String>,
     pub payload: Vec<u8>,
     /// `base64url(header) "." base64url(payload)`: the bytes the signature covers.
     pub signing_input: Vec<u8>,
@@ -30,6 +32,7 @@ pub struct Jws {
 pub struct UntrustedToken {
     pub alg: Alg,
     pub kid: Option<String>,
+    pub typ: Option<String>,
     pub claims: Map<String, Value>,
     pub signing_input: Vec<u8>,
     pub signature: Vec<u8>,
@@ -111,6 +114,11 @@ impl Jws {
             Some(Value::String(kid)) => Some(kid.clone()),
             Some(_) => return Err(Denial::Malformed("token kid is not a string")),
         };
+        let typ = match header.get("typ") {
+            None => None,
+            Some(Value::String(t)) => Some(t.clone()),
+            Some(_) => return Err(Denial::Malformed("token typ is not a string")),
+        };
         let payload =
             b64::decode(payload_b64).ok_or(Denial::Malformed("token payload is not base64url"))?;
         if signature_b64.is_empty() {
@@ -122,6 +130,7 @@ impl Jws {
         Ok(Jws {
             alg,
             kid,
+            typ,
             payload,
             signing_input,
             signature,
@@ -136,6 +145,7 @@ impl UntrustedToken {
         Ok(UntrustedToken {
             alg: jws.alg,
             kid: jws.kid,
+            typ: jws.typ,
             claims,
             signing_input: jws.signing_input,
             signature: jws.signature,

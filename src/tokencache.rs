@@ -35,6 +35,8 @@ pub struct CachedToken {
     pub provider: usize,
     pub alg: Alg,
     pub kid: Option<Rc<str>>,
+    /// The header's `typ`, for `allowed_types` on the cached path.
+    pub typ: Option<Rc<str>>,
     pub claims: Rc<Map<String, Value>>,
     /// The JWK (as published) that verified the signature.
     pub key_raw: Rc<Value>,
@@ -281,6 +283,7 @@ mod tests {
             provider: 0,
             alg: Alg::ES256,
             kid: None,
+            typ: None,
             claims: Rc::new(Map::new()),
             key_raw: Rc::new(Value::Null),
             key_gen: 1,

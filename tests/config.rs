@@ -165,6 +165,47 @@ fn errors_name_their_field() {
             "provider",
         ),
         (
+            "subject matcher with two kinds",
+            edit(|v| v["providers"]["corp"]["subjects"] = json!([{"exact": "a", "prefix": "b"}])),
+            "providers.corp.subjects[0]",
+        ),
+        (
+            "empty subjects",
+            edit(|v| v["providers"]["corp"]["subjects"] = json!([])),
+            "providers.corp.subjects",
+        ),
+        (
+            "max_lifetime not a duration",
+            edit(|v| v["providers"]["corp"]["max_lifetime"] = json!("1 day")),
+            "providers.corp.max_lifetime",
+        ),
+        (
+            "payload header is a credential header",
+            edit(|v| v["providers"]["corp"]["forward_payload_header"] = json!("authorization")),
+            "providers.corp.forward_payload_header",
+        ),
+        (
+            "empty allowed_types",
+            edit(|v| v["providers"]["corp"]["allowed_types"] = json!([])),
+            "providers.corp.allowed_types",
+        ),
+        (
+            "request header that is a protocol header",
+            edit(|v| {
+                v["providers"]["corp"]["remote_jwks"]["request_headers"] =
+                    json!([{"name": "host", "value": "x"}])
+            }),
+            "providers.corp.remote_jwks.request_headers[0].name",
+        ),
+        (
+            "request header named twice",
+            edit(|v| {
+                v["providers"]["corp"]["remote_jwks"]["request_headers"] =
+                    json!([{"name": "x-a", "value": "1"}, {"name": "X-A", "value": "2"}])
+            }),
+            "providers.corp.remote_jwks.request_headers[1].name",
+        ),
+        (
             "unknown binding",
             edit(|v| v["rules"][1]["requires"]["binding"] = json!("dpop-ish")),
             "rules[1].requires.binding*",

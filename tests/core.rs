@@ -2325,3 +2325,86 @@ fn telemetry_counts_times_and_audits_each_decision() {
         .iter()
         .any(|(l, m)| *l == Level::Debug && m.contains("could not store the audit record")));
 }
+
+#[test]
+fn jwt_authn_provider_options_subjects_lifetime_types_payload() {
+    use jwt_guard::config::Mode;
+    let f = fixtures();
+    let with_header = |header: Value, claims: Value| jws(&f.rsa1, header, claims);
+    let rs = json!({"alg": "RS256", "kid": "rsa-1"});
+
+    // subjects: exact, prefix, suffix.
+    let cfg = config_with(json!({"subjects": [
+        {"exact": "alice"}, {"prefix": "spiffe://corp.example/"}, {"suffix": "@svc.example"}]}));
+    for (sub, want) in [
+        (json!("alice"), "allow"),
+        (json!("spiffe://corp.example/ns/a/sa/b"), "allow"),
+        (json!("batch@svc.example"), "allow"),
+        (json!("alice2"), "wrong_subject"),
+        (json!("spiffe://evil.example/x"), "wrong_subject"),
+        (json!(42), "wrong_subject"),
+        (Value::Null, "wrong_subject"),
+    ] {
+        let t = rs256(&f, with(claims(), json!({"sub": sub})));
+        assert_eq!(code(&run(&cfg, &[t])), want, "sub {sub}");
+    }
+
+    // max_lifetime: exp - iat at most 1 h, iat required.
+    let cfg = config_with(json!({"max_lifetime": "3600s"}));
+    for (changes, want) in [
+        (json!({"iat": NOW, "exp": NOW + 3600}), "allow"),
+        (
+            json!({"iat": NOW - 1, "exp": NOW + 3600}),
+            "lifetime_too_long",
+        ),
+        (json!({"iat": null}), "missing_iat"),
+    ] {
+        let t = rs256(&f, with(claims(), changes.clone()));
+        assert_eq!(code(&run(&cfg, &[t])), want, "{changes}");
+    }
+    let no_exp = config_with(json!({"max_lifetime": "3600s", "require_expiration": false}));
+    let t = rs256(&f, with(claims(), json!({"exp": null})));
+    assert_eq!(
+        code(&run(&no_exp, &[t])),
+        "lifetime_too_long",
+        "no exp: unbounded"
+    );
+
+    // allowed_types: at+jwt only (compared without case and without application/).
+    let cfg = config_with(json!({"allowed_types": ["at+jwt"]}));
+    for (typ, want) in [
+        (json!("at+jwt"), "allow"),
+        (json!("application/AT+JWT"), "allow"),
+        (json!("JWT"), "wrong_type"),
+        (Value::Null, "wrong_type"),
+    ] {
+        let mut h = rs.clone();
+        if !typ.is_null() {
+            h["typ"] = typ.clone();
+        }
+        assert_eq!(
+            code(&run(&cfg, &[with_header(h, claims())])),
+            want,
+            "typ {typ}"
+        );
+    }
+
+    // forward_payload_header: the payload segment as presented, stripped like identity headers.
+    let cfg = config_with(json!({"forward_payload_header": "x-jwt-payload"}));
+    assert!(cfg.managed_headers.contains(&"x-jwt-payload".to_owned()));
+    let t = rs256(&f, claims());
+    let segment = std::str::from_utf8(t.split(|b| *b == b'.').nth(1).unwrap())
+        .unwrap()
+        .to_owned();
+    let rule = &cfg.rules[0];
+    assert_eq!(rule.mode, Mode::Enforce);
+    let plan = jwt_guard::policy::plan(&cfg, rule, run(&cfg, std::slice::from_ref(&t)));
+    assert!(
+        plan.set_headers
+            .contains(&("x-jwt-payload".to_owned(), segment)),
+        "{:?}",
+        plan.set_headers
+    );
+    let plain = jwt_guard::policy::plan(&config(), &config().rules[0], run(&config(), &[t]));
+    assert!(plain.set_headers.iter().all(|(h, _)| h != "x-jwt-payload"));
+}

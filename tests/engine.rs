@@ -139,6 +139,12 @@ fn the_first_fetch_starts_on_the_first_tick_and_a_valid_token_passes_with_its_id
         (call.cluster.as_str(), call.path(), call.timeout_ms),
         ("idp", "/jwks", 1_000)
     );
+    let user_agent = call.headers.iter().find(|(n, _)| n == "user-agent");
+    assert_eq!(
+        user_agent.map(|(_, v)| v.as_str()),
+        Some(jwt_guard::config::FETCH_USER_AGENT),
+        "a user-agent on every key fetch"
+    );
     answer(&host, &mut engine, "200", &jwks());
     assert_eq!(host.value(FETCH_SUCCESS), 1);
 

@@ -73,29 +73,29 @@ fn uri(https: bool, authority: &str, path: &str) -> String {
 /// `issuer` must match, as in the filter). Returns the JWKS URI and its text.
 fn fetch_keys(issuer: &str, remote: &RemoteJwks) -> Result<(String, String), String> {
     let first = uri(remote.https, &remote.authority, &remote.path);
-    let body = get(&first)?;
+    let headers = &remote.request_headers;
+    let body = get(&first, headers)?;
     if !remote.discovery {
         return Ok((first, body));
     }
     let (authority, path) = fetcher::jwks_location(body.as_bytes(), issuer, remote.https)
         .map_err(|e| format!("discovery document {first}: {}", e.message))?;
     let jwks_uri = uri(remote.https, &authority, &path);
-    let body = get(&jwks_uri)?;
+    let body = get(&jwks_uri, headers)?;
     Ok((jwks_uri, body))
 }
 
-/// One GET: plain HTTP/1.0 over TCP for `http://`, `curl` for `https://`.
-fn get(uri: &str) -> Result<String, String> {
+/// One GET with the provider's request headers: plain HTTP/1.0 over TCP for `http://`, `curl`
+/// for `https://`.
+fn get(uri: &str, headers: &[(String, String)]) -> Result<String, String> {
     if uri.starts_with("https://") {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-fsS",
-                "--max-time",
-                "10",
-                "-H",
-                "accept: application/json",
-                uri,
-            ])
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-fsS", "--max-time", "10", "-H", "accept: application/json"]);
+        for (n, v) in headers {
+            cmd.args(["-H", &format!("{n}: {v}")]);
+        }
+        let out = cmd
+            .arg(uri)
             .output()
             .map_err(|e| format!("{uri} needs curl for https: {e}"))?;
         if !out.status.success() {
@@ -122,8 +122,12 @@ fn get(uri: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("{uri}: cannot connect: {e}"))?;
     let _ = stream.set_read_timeout(Some(timeout));
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     let request = format!(
-        "GET {path} HTTP/1.0\r\nhost: {authority}\r\naccept: application/json\r\nuser-agent: jwt-guard-explain\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nhost: {authority}\r\naccept: application/json\r\n{extra}\r\n"
     );
     stream
         .write_all(request.as_bytes())

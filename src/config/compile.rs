@@ -165,8 +165,13 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     // Compared in `header_key` form: every spelling a backend reads as the same header.
     let mut managed_headers = vec![SHADOW_HEADER.to_owned(), DEGRADED_HEADER.to_owned()];
     for p in &providers {
-        for ch in &p.claim_to_headers {
-            let key = crate::spelling::header_key(&ch.header);
+        let set = p
+            .claim_to_headers
+            .iter()
+            .map(|ch| &ch.header)
+            .chain(p.forward_payload_header.as_ref());
+        for header in set {
+            let key = crate::spelling::header_key(header);
             if !managed_headers.contains(&key) {
                 managed_headers.push(key);
             }
@@ -331,6 +336,57 @@ fn compile_dpop(raw: Option<&RawDpop>) -> Result<DpopSettings, ConfigError> {
         external_base,
         replay_capacity,
     })
+}
+
+/// Headers the filter must never set from a token.
+fn is_protocol_header(name: &str) -> bool {
+    name.starts_with(':')
+        || matches!(
+            name,
+            "authorization"
+                | "cookie"
+                | "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "te"
+                | "upgrade"
+                | "dpop"
+        )
+}
+
+/// A remote provider's `request_headers`: lowercase names, no protocol headers, no repeats.
+fn request_headers(
+    f: &str,
+    raw: Option<&[RawHeaderValue]>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, h) in raw.into_iter().flatten().enumerate() {
+        let name = h.name.to_ascii_lowercase();
+        if !is_header_name(&name) || is_protocol_header(&name) || name == "accept" {
+            return Err(err(
+                format!("{f}.request_headers[{i}].name"),
+                "must be a header name other than a protocol header or accept",
+            ));
+        }
+        if h.value.bytes().any(|b| b.is_ascii_control()) {
+            return Err(err(
+                format!("{f}.request_headers[{i}].value"),
+                "must not contain control characters",
+            ));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(err(
+                format!("{f}.request_headers[{i}].name"),
+                "is named twice",
+            ));
+        }
+        out.push((name, h.value.clone()));
+    }
+    if !out.iter().any(|(n, _)| n == "user-agent") {
+        out.push(("user-agent".to_owned(), FETCH_USER_AGENT.to_owned()));
+    }
+    Ok(out)
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -633,6 +689,7 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
                     refetch_interval_ms,
                 },
                 cache_key,
+                request_headers: request_headers(&rf, r.request_headers.as_deref())?,
             })
         }
         (None, Some(l)) => {
@@ -768,10 +825,7 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
                         "must be a header name",
                     ));
                 }
-                if matches!(
-                    header.as_str(),
-                    "authorization" | "cookie" | "host" | "content-length" | "transfer-encoding"
-                ) {
+                if is_protocol_header(&header) {
                     return Err(err(
                         format!("{f}.claim_to_headers[{i}].header"),
                         "must not be a protocol or credential header",
@@ -801,7 +855,75 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
             out
         }
     };
+    let mut subjects = Vec::new();
+    for (i, m) in p.subjects.iter().flatten().enumerate() {
+        let sf = format!("{f}.subjects[{i}]");
+        subjects.push(match (&m.exact, &m.prefix, &m.suffix) {
+            (Some(s), None, None) if !s.is_empty() => StringMatch::Exact(s.clone()),
+            (None, Some(s), None) if !s.is_empty() => StringMatch::Prefix(s.clone()),
+            (None, None, Some(s)) if !s.is_empty() => StringMatch::Suffix(s.clone()),
+            _ => return Err(err(sf, "exactly one non-empty exact, prefix or suffix")),
+        });
+    }
+    if p.subjects.as_ref().is_some_and(Vec::is_empty) {
+        return Err(err(format!("{f}.subjects"), "must not be empty when set"));
+    }
+    let max_lifetime_secs = match &p.max_lifetime {
+        None => None,
+        Some(_) => Some(
+            duration(
+                &format!("{f}.max_lifetime"),
+                p.max_lifetime.as_ref(),
+                0,
+                1_000,
+                365 * 86_400 * 1000,
+            )? / 1000,
+        ),
+    };
+    let forward_payload_header = match &p.forward_payload_header {
+        None => None,
+        Some(h) => {
+            let header = h.to_ascii_lowercase();
+            if !is_header_name(&header) || is_protocol_header(&header) {
+                return Err(err(
+                    format!("{f}.forward_payload_header"),
+                    "must be a header name, not a protocol or credential header",
+                ));
+            }
+            let key = crate::spelling::header_key(&header);
+            if claim_to_headers
+                .iter()
+                .any(|c| crate::spelling::header_key(&c.header) == key)
+            {
+                return Err(err(
+                    format!("{f}.forward_payload_header"),
+                    "is also a claim_to_headers header",
+                ));
+            }
+            Some(header)
+        }
+    };
+    let mut allowed_types = Vec::new();
+    for (i, t) in p.allowed_types.iter().flatten().enumerate() {
+        if t.is_empty() || t.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(err(
+                format!("{f}.allowed_types[{i}]"),
+                "must be a media type such as \"at+jwt\"",
+            ));
+        }
+        allowed_types.push(type_key(t));
+    }
+    if p.allowed_types.as_ref().is_some_and(Vec::is_empty) {
+        return Err(err(
+            format!("{f}.allowed_types"),
+            "must not be empty when set",
+        ));
+    }
     Ok(Provider {
+        subjects,
+        max_lifetime_secs,
+        forward_payload_header,
+        allowed_types,
         claim_to_headers,
         forward_token: p.forward_token.unwrap_or(true),
         name: name.to_owned(),

@@ -78,6 +78,40 @@ pub struct Provider {
     pub claim_to_headers: Vec<ClaimHeader>,
     /// False: the token is removed from the request before it is forwarded.
     pub forward_token: bool,
+    /// The `sub` must fit one of these (empty: any).
+    pub subjects: Vec<StringMatch>,
+    /// `exp - iat` may be at most this (then `iat` is required).
+    pub max_lifetime_secs: Option<u64>,
+    /// The verified payload (base64url, as in the token) goes to the upstream in this header.
+    pub forward_payload_header: Option<String>,
+    /// Accepted `typ` values, lowercase without `application/` (empty: any, or none).
+    pub allowed_types: Vec<String>,
+}
+
+/// A string matcher (as `jwt_authn`'s `subjects`): exact, prefix or suffix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+}
+
+impl StringMatch {
+    pub fn matches(&self, s: &str) -> bool {
+        match self {
+            StringMatch::Exact(x) => s == x,
+            StringMatch::Prefix(p) => s.starts_with(p.as_str()),
+            StringMatch::Suffix(p) => s.ends_with(p.as_str()),
+        }
+    }
+}
+
+/// A `typ` in the form `allowed_types` compares: lowercase, without `application/` (RFC 7515 §4.1.9).
+pub fn type_key(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    lower
+        .strip_prefix("application/")
+        .map_or(lower.clone(), str::to_owned)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +161,13 @@ pub struct RemoteJwks {
     /// Identifies this provider's JWKS source in shared data: a config change that points a provider
     /// elsewhere never reads the old source's keys.
     pub cache_key: String,
+    /// Extra headers on the discovery and JWKS requests; a `user-agent` is always sent.
+    pub request_headers: Vec<(String, String)>,
 }
+
+/// The `user-agent` of key fetches unless `request_headers` names one (some IdP firewalls refuse
+/// requests without one).
+pub const FETCH_USER_AGENT: &str = concat!("jwt-guard/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {

@@ -54,6 +54,25 @@ pub(crate) struct RawProvider {
     pub(crate) max_token_bytes: Option<usize>,
     pub(crate) claim_to_headers: Option<Vec<RawClaimHeader>>,
     pub(crate) forward_token: Option<bool>,
+    pub(crate) subjects: Option<Vec<RawStringMatch>>,
+    pub(crate) max_lifetime: Option<String>,
+    pub(crate) forward_payload_header: Option<String>,
+    pub(crate) allowed_types: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStringMatch {
+    pub(crate) exact: Option<String>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) suffix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderValue {
+    pub(crate) name: String,
+    pub(crate) value: String,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +91,7 @@ pub(crate) struct RawRemoteJwks {
     pub(crate) max_stale: Option<String>,
     pub(crate) rotation_grace: Option<String>,
     pub(crate) unknown_kid_refetch_interval: Option<String>,
+    pub(crate) request_headers: Option<Vec<RawHeaderValue>>,
 }
 
 #[derive(Deserialize)]

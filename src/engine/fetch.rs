@@ -81,12 +81,18 @@ impl<H: Host + Clone> Engine<H> {
         else {
             return;
         };
-        let headers = [
+        let mut headers = vec![
             (":method", "GET"),
             (":path", path),
             (":authority", authority),
             ("accept", "application/json"),
         ];
+        headers.extend(
+            remote
+                .request_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
         match self
             .host
             .http_call(&remote.cluster, &headers, remote.timeout_ms)
