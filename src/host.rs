@@ -84,6 +84,8 @@ pub trait Host: SignatureHost {
     ) -> Result<(), HostStatus>;
     /// Lets the current (paused) request go on.
     fn resume_request(&self) -> Result<(), HostStatus>;
+    /// Makes Envoy match the current request's route again (its headers changed).
+    fn clear_route_cache(&self) -> Result<(), HostStatus>;
     /// Makes `context_id` the current stream (from the root context); fails when it is gone.
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostStatus>;
 
@@ -119,6 +121,8 @@ pub struct FakeStream {
     pub raw_headers: Option<Vec<u8>>,
     pub response: Option<FakeResponse>,
     pub resumed: u32,
+    /// How often the route was to be matched again.
+    pub route_cleared: u32,
 }
 
 impl FakeStream {
@@ -401,6 +405,11 @@ impl Host for FakeHost {
     fn resume_request(&self) -> Result<(), HostStatus> {
         self.allowed("resume_request")?;
         self.with_stream(|s| s.resumed += 1)
+    }
+
+    fn clear_route_cache(&self) -> Result<(), HostStatus> {
+        self.allowed("clear_route_cache")?;
+        self.with_stream(|s| s.route_cleared += 1)
     }
 
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostStatus> {

@@ -388,6 +388,15 @@ impl crate::host::Host for ProxyWasmHost {
         resume_http_request()
     }
 
+    fn clear_route_cache(&self) -> HostResult<()> {
+        // Envoy's foreign function (source/extensions/common/wasm/foreign.cc), no arguments.
+        match call_foreign_function("clear_route_cache", &[]) {
+            Ok(_) => Ok(()),
+            Err(HostError::Status(s)) => Err(HostStatus(s)),
+            Err(_) => Err(HostStatus::INTERNAL_FAILURE),
+        }
+    }
+
     fn set_effective_context(&self, context_id: u32) -> HostResult<()> {
         set_effective_context(context_id)
     }

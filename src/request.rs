@@ -162,6 +162,17 @@ fn presentation(
     }
 }
 
+impl Prepared<'_> {
+    /// Whether carrying out the removals changes the request (a client header or token goes, the
+    /// path or cookie is rewritten).
+    pub fn changes_request(&self) -> bool {
+        !self.strip.is_empty()
+            || !self.scrub.remove_headers.is_empty()
+            || self.scrub.path.is_some()
+            || self.scrub.cookie.is_some()
+    }
+}
+
 fn refuse<'c>(strip: Vec<String>, scrub: Scrub, denial: Denial) -> Prepared<'c> {
     Prepared {
         strip,

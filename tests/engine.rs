@@ -500,3 +500,64 @@ fn a_refused_configuration_names_the_field() {
         .logged(Level::Error)
         .contains(&"invalid plugin configuration: it is empty".to_owned()));
 }
+
+#[test]
+fn the_route_is_matched_again_when_the_filter_changed_a_header() {
+    let (host, mut engine) = ready(&plain());
+    // A verified identity was set (and a forged x-user stripped).
+    assert_eq!(
+        request(&host, &mut engine, 10, "/orders", Some(&token("alice"))),
+        Flow::Continue
+    );
+    assert_eq!(host.stream(10).route_cleared, 1);
+    // A public route: with a forged identity header (stripped) the route is matched again…
+    assert_eq!(
+        request(&host, &mut engine, 11, "/open", None),
+        Flow::Continue
+    );
+    assert_eq!(
+        host.stream(11).route_cleared,
+        1,
+        "x-user: forged was stripped"
+    );
+    // …without one nothing changed, so nothing is re-matched.
+    host.open(
+        12,
+        &[
+            (":method", "GET"),
+            (":path", "/open"),
+            (":authority", "api.test"),
+        ],
+    );
+    assert_eq!(engine.on_request_headers(12), Flow::Continue);
+    assert_eq!(host.stream(12).route_cleared, 0);
+    // A host that cannot re-match: fail closed, never route on the client's headers.
+    host.refuse.borrow_mut().insert("clear_route_cache");
+    assert_eq!(
+        request(&host, &mut engine, 13, "/orders", Some(&token("alice"))),
+        Flow::Pause
+    );
+    assert_eq!(response(&host, 13).status, 500);
+    // Turned off in the config: never.
+    let mut off = plain();
+    off["clear_route_cache"] = json!(false);
+    let (host, mut engine) = ready(&off);
+    assert_eq!(
+        request(&host, &mut engine, 10, "/orders", Some(&token("alice"))),
+        Flow::Continue
+    );
+    assert_eq!(host.stream(10).route_cleared, 0);
+}
+
+#[test]
+fn a_parked_request_has_its_route_matched_again_when_resumed() {
+    let (host, mut engine) = vm(&plain());
+    assert_eq!(
+        request(&host, &mut engine, 10, "/orders", Some(&token("alice"))),
+        Flow::Pause
+    );
+    tick(&host, &mut engine);
+    answer(&host, &mut engine, "200", &jwks());
+    let s = host.stream(10);
+    assert_eq!((s.resumed, s.route_cleared), (1, 1));
+}

@@ -283,6 +283,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         jwks_wait_timeout_ms,
         signature_backend,
         dpop,
+        clear_route_cache: raw.clear_route_cache.unwrap_or(true),
     })
 }
 

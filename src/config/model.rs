@@ -35,6 +35,9 @@ pub struct Config {
     /// Which implementation checks RS*/ES* signatures (see `crypto`).
     pub signature_backend: BackendChoice,
     pub dpop: DpopSettings,
+    /// When the filter changed a request header (stripped, scrubbed or set), Envoy matches the route
+    /// again, so routes see only verified values.
+    pub clear_route_cache: bool,
 }
 
 /// `signature_backend`: `auto` uses Envoy's host crypto when its known-answer check passes at VM

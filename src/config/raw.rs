@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub(crate) token_cache_size: Option<usize>,
     pub(crate) signature_backend: Option<String>,
     pub(crate) dpop: Option<RawDpop>,
+    pub(crate) clear_route_cache: Option<bool>,
 }
 
 #[derive(Deserialize)]

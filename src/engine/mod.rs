@@ -78,6 +78,8 @@ struct Waiter {
     rule: RuleRef,
     tokens: crate::extractor::Tokens,
     presentation: crate::binding::Presentation,
+    /// The filter removed or rewrote request headers before parking it (the route is re-matched).
+    removed: bool,
     ctx: ReqCtx,
 }
 

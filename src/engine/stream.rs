@@ -61,18 +61,20 @@ impl<H: Host + Clone> Engine<H> {
             self.deny_without_rule(&config, Denial::Internal, &ctx);
             return Flow::Pause;
         }
+        let removed = prepared.changes_request();
         let (rule, requirement, tokens, presentation, now) = match prepared.step {
             Step::Preflight => {
                 self.telemetry
                     .inc(Some(self.telemetry.registry.cors_preflights));
-                return Flow::Continue;
+                return self.rematch_route(&config, removed, &ctx);
             }
             Step::Refuse(denial) => {
                 self.deny_without_rule(&config, denial, &ctx);
                 return Flow::Pause;
             }
             Step::Decided(rule, outcome) => {
-                return self.carry_out(&config, rule, policy::plan(&config, rule, outcome), &ctx);
+                let plan = policy::plan(&config, rule, outcome);
+                return self.carry_out_and_rematch(&config, rule, plan, &ctx, removed);
             }
             Step::Authenticate {
                 rule,
@@ -102,6 +104,7 @@ impl<H: Host + Clone> Engine<H> {
                     rule: RuleRef::of(&config, rule),
                     tokens,
                     presentation,
+                    removed,
                     ctx,
                 },
             );
@@ -110,7 +113,45 @@ impl<H: Host + Clone> Engine<H> {
             return Flow::Pause;
         }
         ctx.note_token(&config, &outcome, &tokens);
-        self.carry_out(&config, rule, policy::plan(&config, rule, outcome), &ctx)
+        let plan = policy::plan(&config, rule, outcome);
+        self.carry_out_and_rematch(&config, rule, plan, &ctx, removed)
+    }
+
+    /// `carry_out`, then `rematch_route` when the request goes on.
+    fn carry_out_and_rematch(
+        &self,
+        config: &Config,
+        rule: &Rule,
+        plan: policy::Plan,
+        ctx: &ReqCtx,
+        removed: bool,
+    ) -> Flow {
+        let changed = removed || !plan.set_headers.is_empty();
+        match self.carry_out(config, rule, plan, ctx) {
+            Flow::Continue => self.rematch_route(config, changed, ctx),
+            Flow::Pause => Flow::Pause,
+        }
+    }
+
+    /// Envoy chose the request's route before this filter ran, from the headers as the client sent
+    /// them. When the filter changed them (a stripped identity header, a cut token, a verified
+    /// identity), the route is matched again, so a route on `x-tenant-id` follows the verified
+    /// value and never a forged one. A host that cannot re-match fails the request closed.
+    fn rematch_route(&self, config: &Config, changed: bool, ctx: &ReqCtx) -> Flow {
+        if !(changed && config.clear_route_cache) {
+            return Flow::Continue;
+        }
+        match self.host.clear_route_cache() {
+            Ok(()) => Flow::Continue,
+            Err(status) => {
+                self.log(
+                    Level::Error,
+                    &format!("could not make Envoy match the route again ({status:?}); denying (set clear_route_cache: false if no route matches on identity headers)"),
+                );
+                self.deny_without_rule(config, Denial::Internal, ctx);
+                Flow::Pause
+            }
+        }
     }
 
     /// Body and trailers of a parked request pause until it is decided.
@@ -263,7 +304,8 @@ impl<H: Host + Clone> Engine<H> {
             w.ctx.note_token(&config, &outcome, &w.tokens);
             let plan = policy::plan(&config, rule, outcome);
             // A denied request stays held: its body never goes on.
-            if self.carry_out(&config, rule, plan, &w.ctx) == Flow::Continue {
+            if self.carry_out_and_rematch(&config, rule, plan, &w.ctx, w.removed) == Flow::Continue
+            {
                 self.held.remove(&p.context_id);
                 if let Err(status) = self.host.resume_request() {
                     self.log(
