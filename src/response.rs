@@ -7,7 +7,9 @@
 //! able to tell the two apart). The body is a small JSON object with the stable reason code. Nothing
 //! from the request is echoed.
 
+use crate::config::Denials;
 use crate::error::Denial;
+use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DenyResponse {
@@ -18,7 +20,32 @@ pub struct DenyResponse {
 
 pub const RETRY_AFTER_SECS: u32 = 5;
 
+/// The answer with the default shape (details shown, the built-in body).
 pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
+    deny_response_shaped(denial, realm, &Denials::default())
+}
+
+/// Replaces the placeholders in every string of `template`.
+fn fill(template: &Value, vars: &[(&str, String)]) -> Value {
+    match template {
+        Value::String(s) => {
+            let mut out = s.clone();
+            for (name, value) in vars {
+                out = out.replace(name, value);
+            }
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| fill(x, vars)).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), fill(v, vars))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// The answer in the shape `denials` asks for. The status, the `WWW-Authenticate` scheme and its
+/// `error` never change; with `strip_details` the `error_description` and the body's reason go.
+pub fn deny_response_shaped(denial: &Denial, realm: &str, denials: &Denials) -> DenyResponse {
     let (status, error) = match denial {
         Denial::Missing => (401, None),
         Denial::InvalidRequest(_) => (400, Some("invalid_request")),
@@ -57,28 +84,49 @@ pub fn deny_response(denial: &Denial, realm: &str) -> DenyResponse {
                 Denial::InsufficientScope(required) => format!(", scope=\"{required}\""),
                 _ => String::new(),
             };
+            let description = if denials.strip_details {
+                String::new()
+            } else {
+                format!(", error_description=\"{}\"", denial.description())
+            };
             headers.push((
                 "www-authenticate".to_owned(),
-                format!(
-                    "{scheme}, error=\"{error}\", error_description=\"{}\"{scope}",
-                    denial.description()
-                ),
+                format!("{scheme}, error=\"{error}\"{description}{scope}"),
             ))
         }
         _ => {}
     }
-    let body = serde_json::json!({
-        "error": error.unwrap_or(match status {
-            400 => "invalid_request",
-            401 => "unauthorized",
-            403 => "forbidden",
-            500 => "internal_error",
-            _ => "unavailable",
-        }),
-        "code": denial.code(),
-        "message": denial.description(),
-    })
-    .to_string();
+    let error = error.unwrap_or(match status {
+        400 => "invalid_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        500 => "internal_error",
+        _ => "unavailable",
+    });
+    let (code, message) = if denials.strip_details {
+        (error, "request denied")
+    } else {
+        (denial.code(), denial.description())
+    };
+    let body = match &denials.body_template {
+        Some(template) => fill(
+            template,
+            &[
+                ("{status}", status.to_string()),
+                ("{error}", error.to_owned()),
+                ("{code}", code.to_owned()),
+                ("{message}", message.to_owned()),
+            ],
+        )
+        .to_string(),
+        None if denials.strip_details => serde_json::json!({ "error": error }).to_string(),
+        None => serde_json::json!({
+            "error": error,
+            "code": code,
+            "message": message,
+        })
+        .to_string(),
+    };
     DenyResponse {
         status,
         headers,

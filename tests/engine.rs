@@ -561,3 +561,65 @@ fn a_parked_request_has_its_route_matched_again_when_resumed() {
     let s = host.stream(10);
     assert_eq!((s.resumed, s.route_cleared), (1, 1));
 }
+
+#[test]
+fn denials_can_hide_their_detail_or_take_a_body_template_and_metrics_stay_exact() {
+    let mut cfg = plain();
+    cfg["denials"] = json!({"body_template": {"status": "{status}", "problem": {"type": "{error}", "why": "{code}: {message}"}}});
+    cfg["rules"][1]["denials"] = json!({"strip_details": true});
+    cfg["rules"]
+        .as_array_mut()
+        .unwrap()
+        .insert(1, json!({"name": "templated", "match": {"prefix": "/t"}, "requires": {"provider_name": "idp"}}));
+    let (host, mut engine) = ready(&cfg);
+    let expired = {
+        let claims =
+            json!({"iss": ISS, "aud": "api", "sub": "a", "iat": NOW_S - 900, "exp": NOW_S - 600});
+        rs256_token(&rsa_private("rsa-1"), "rsa-1", &claims)
+    };
+    // The stripped rule: generic body, challenge without its description, same status.
+    assert_eq!(
+        request(&host, &mut engine, 10, "/orders", Some(&expired)),
+        Flow::Pause
+    );
+    let r = response(&host, 10);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body, r#"{"error":"invalid_token"}"#);
+    let challenge = r
+        .headers
+        .iter()
+        .find(|(n, _)| n == "www-authenticate")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(challenge, "Bearer realm=\"api\", error=\"invalid_token\"");
+    // The rule with the global template.
+    assert_eq!(
+        request(&host, &mut engine, 11, "/t", Some(&expired)),
+        Flow::Pause
+    );
+    let body: serde_json::Value = serde_json::from_str(&response(&host, 11).body).unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "401", "problem": {"type": "invalid_token", "why": "expired: token expired"}})
+    );
+    // Metrics keep the exact reason in both.
+    assert_eq!(
+        host.value("jwt_guard.decisions.route.api.mode.enforce.outcome.deny.reason.expired"),
+        1
+    );
+    assert_eq!(
+        host.value("jwt_guard.decisions.route.templated.mode.enforce.outcome.deny.reason.expired"),
+        1
+    );
+    // A placeholder the filter does not know is a config error naming the field.
+    let mut bad = plain();
+    bad["denials"] = json!({"body_template": {"x": "{token}"}});
+    let host = FakeHost::at(u128::from(NOW_S) * 1_000_000_000);
+    *host.plugin_config.borrow_mut() = Some(bad.to_string().into_bytes());
+    assert!(!Engine::new(host.clone(), ROOT).configure());
+    assert!(host
+        .logged(Level::Error)
+        .iter()
+        .any(|l| l.contains("denials.body_template: unknown placeholder {token}")));
+}

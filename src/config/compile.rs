@@ -85,6 +85,10 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             "at least one rule is required (requests matching no rule are denied unless a default is set)",
         ));
     }
+    let denials = match &raw.denials {
+        None => Denials::default(),
+        Some(d) => compile_denials("denials", d)?,
+    };
     let mut rules = Vec::new();
     for (i, r) in raw.rules.iter().enumerate() {
         let f = format!("rules[{i}]");
@@ -115,6 +119,10 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         let matcher = compile_match(&format!("{f}.match"), &r.matcher)?;
+        let rule_denials = match &r.denials {
+            None => denials.clone(),
+            Some(d) => compile_denials(&format!("{f}.denials"), d)?,
+        };
         let requires =
             compile_requirement(&format!("{f}.requires"), r.requires.as_ref(), &index_of)?;
         rules.push(Rule {
@@ -125,6 +133,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             on_keys_unavailable: r
                 .on_keys_unavailable
                 .unwrap_or(OnKeysUnavailable::FailClosed),
+            denials: rule_denials,
         });
     }
     let default_rule = match &raw.default {
@@ -137,6 +146,10 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             on_keys_unavailable: d
                 .on_keys_unavailable
                 .unwrap_or(OnKeysUnavailable::FailClosed),
+            denials: match &d.denials {
+                None => denials.clone(),
+                Some(x) => compile_denials("default.denials", x)?,
+            },
         }),
     };
     let uses_route_names = rules.iter().any(|r| r.matcher.route_name.is_some());
@@ -284,6 +297,51 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         signature_backend,
         dpop,
         clear_route_cache: raw.clear_route_cache.unwrap_or(true),
+        denials,
+    })
+}
+
+/// The placeholders a `body_template` string may use.
+pub const BODY_PLACEHOLDERS: [&str; 4] = ["{status}", "{error}", "{code}", "{message}"];
+
+fn compile_denials(f: &str, raw: &RawDenials) -> Result<Denials, ConfigError> {
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    if let Some(t) = &raw.body_template {
+        if !t.is_object() {
+            return Err(err(format!("{f}.body_template"), "must be a JSON object"));
+        }
+        let mut all = Vec::new();
+        strings(t, &mut all);
+        for s in all {
+            let mut rest = s;
+            while let Some(open) = rest.find('{') {
+                let Some(close) = rest[open..].find('}') else {
+                    break;
+                };
+                let name = &rest[open..open + close + 1];
+                if !BODY_PLACEHOLDERS.contains(&name) {
+                    return Err(err(
+                        format!("{f}.body_template"),
+                        format!(
+                            "unknown placeholder {name}; use {}",
+                            BODY_PLACEHOLDERS.join(", ")
+                        ),
+                    ));
+                }
+                rest = &rest[open + close + 1..];
+            }
+        }
+    }
+    Ok(Denials {
+        strip_details: raw.strip_details.unwrap_or(false),
+        body_template: raw.body_template.clone(),
     })
 }
 

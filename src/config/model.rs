@@ -38,6 +38,8 @@ pub struct Config {
     /// When the filter changed a request header (stripped, scrubbed or set), Envoy matches the route
     /// again, so routes see only verified values.
     pub clear_route_cache: bool,
+    /// How denials outside any rule are answered.
+    pub denials: Denials,
 }
 
 /// `signature_backend`: `auto` uses Envoy's host crypto when its known-answer check passes at VM
@@ -193,6 +195,18 @@ pub struct Rule {
     pub requires: Option<Requirement>,
     pub mode: Mode,
     pub on_keys_unavailable: OnKeysUnavailable,
+    /// How this rule's denials are answered (the top-level `denials`, or the rule's own).
+    pub denials: Denials,
+}
+
+/// The shape of denial answers. Metrics and audit records keep the exact reason whatever this says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Denials {
+    /// Hide the failure detail (as `jwt_authn`'s `strip_failure_response`): the status and the
+    /// challenge's `error` stay; `error_description` and the body's `code` and `message` go.
+    pub strip_details: bool,
+    /// The JSON body with `{status}`, `{error}`, `{code}`, `{message}` in its strings replaced.
+    pub body_template: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -20,6 +20,14 @@ pub(crate) struct RawConfig {
     pub(crate) signature_backend: Option<String>,
     pub(crate) dpop: Option<RawDpop>,
     pub(crate) clear_route_cache: Option<bool>,
+    pub(crate) denials: Option<RawDenials>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDenials {
+    pub(crate) strip_details: Option<bool>,
+    pub(crate) body_template: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +143,7 @@ pub(crate) struct RawRule {
     pub(crate) requires: Option<RawRequirement>,
     pub(crate) mode: Option<Mode>,
     pub(crate) on_keys_unavailable: Option<OnKeysUnavailable>,
+    pub(crate) denials: Option<RawDenials>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +152,7 @@ pub(crate) struct RawDefault {
     pub(crate) requires: Option<RawRequirement>,
     pub(crate) mode: Option<Mode>,
     pub(crate) on_keys_unavailable: Option<OnKeysUnavailable>,
+    pub(crate) denials: Option<RawDenials>,
 }
 
 #[derive(Deserialize)]

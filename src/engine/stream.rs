@@ -5,7 +5,7 @@
 use super::telemetry::ReqCtx;
 use super::{Engine, Flow, RuleRef, Waiter};
 use crate::authenticator::Outcome;
-use crate::config::{Config, Mode, OnKeysUnavailable, Rule};
+use crate::config::{Config, Denials, Mode, OnKeysUnavailable, Rule};
 use crate::error::Denial;
 use crate::extractor::{HeaderList, RequestView};
 use crate::host::{Host, HostStatus, Level};
@@ -13,7 +13,7 @@ use crate::keycache::{self, ProviderCache};
 use crate::metrics;
 use crate::policy;
 use crate::request::{self, Prepared, Step};
-use crate::response::deny_response;
+use crate::response::deny_response_shaped;
 
 impl<H: Host + Clone> Engine<H> {
     /// The request headers of stream `context_id` have arrived (it is the current stream).
@@ -22,7 +22,7 @@ impl<H: Host + Clone> Engine<H> {
         let start_ns = clock.unwrap_or(0);
         let Some(config) = self.config.clone() else {
             // No valid configuration: Envoy should not have created the filter; fail closed.
-            let _ = self.respond(&Denial::KeysUnavailable, "envoy");
+            let _ = self.respond(&Denial::KeysUnavailable, "envoy", &Default::default());
             return Flow::Pause;
         };
         let Some(all) = self.read_headers() else {
@@ -203,9 +203,14 @@ impl<H: Host + Clone> Engine<H> {
         ok
     }
 
-    /// Answers the current request with `denial`'s response in `realm`.
-    fn respond(&self, denial: &Denial, realm: &str) -> Result<(), (u32, HostStatus)> {
-        let r = deny_response(denial, realm);
+    /// Answers the current request with `denial`'s response in `realm`, shaped by `denials`.
+    fn respond(
+        &self,
+        denial: &Denial,
+        realm: &str,
+        denials: &Denials,
+    ) -> Result<(), (u32, HostStatus)> {
+        let r = deny_response_shaped(denial, realm, denials);
         let headers: Vec<(&str, &str)> = r
             .headers
             .iter()
@@ -216,8 +221,8 @@ impl<H: Host + Clone> Engine<H> {
             .map_err(|s| (r.status, s))
     }
 
-    fn send_denial(&self, config: &Config, denial: &Denial) {
-        if let Err((status_code, status)) = self.respond(denial, &config.realm) {
+    fn send_denial(&self, config: &Config, rule: &Rule, denial: &Denial) {
+        if let Err((status_code, status)) = self.respond(denial, &config.realm, &rule.denials) {
             self.log(
                 Level::Error,
                 &format!("could not send the {status_code} response: {status:?}"),
@@ -232,7 +237,7 @@ impl<H: Host + Clone> Engine<H> {
             .decision(config, &rule.name, rule.mode, &plan, ctx);
         if let Some(denial) = plan.respond {
             self.log(Level::Debug, &format!("deny: {denial}"));
-            self.send_denial(config, &denial);
+            self.send_denial(config, rule, &denial);
             return Flow::Pause;
         }
         for (name, value) in &plan.set_headers {
@@ -245,7 +250,7 @@ impl<H: Host + Clone> Engine<H> {
             {
                 // An identity header that cannot be set must not leave the request half-described.
                 self.log(Level::Error, &format!("could not set {name}; denying"));
-                self.send_denial(config, &Denial::Internal);
+                self.send_denial(config, rule, &Denial::Internal);
                 return Flow::Pause;
             }
         }
@@ -276,6 +281,7 @@ impl<H: Host + Clone> Engine<H> {
             requires: None,
             mode: Mode::Enforce,
             on_keys_unavailable: OnKeysUnavailable::FailClosed,
+            denials: config.denials.clone(),
         };
         self.carry_out(config, &placeholder, plan, ctx);
     }
