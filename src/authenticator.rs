@@ -600,15 +600,7 @@ pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
 /// A claim by name, or by dotted path into nested objects (`org.id`) when no top-level claim has
 /// the full name (claim names such as `https://example.com/tenant` contain dots themselves).
 pub fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(name) {
-        return Some(v);
-    }
-    let mut parts = name.split('.');
-    let mut current = claims.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-    }
-    Some(current)
+    crate::config::claim_by_name(claims, name)
 }
 
 /// A string, number or boolean claim as text; `None` for null, arrays and objects.
@@ -622,7 +614,7 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 }
 
 fn claim_fits(claims: &Map<String, Value>, req: &ClaimRequirement) -> bool {
-    let Some(value) = claim(claims, &req.name).filter(|v| !v.is_null()) else {
+    let Some(value) = req.name.lookup(claims).filter(|v| !v.is_null()) else {
         return false;
     };
     let Some(allowed) = &req.values else {

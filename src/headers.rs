@@ -12,7 +12,7 @@
 //! - `token_scrub`: where the token must be removed before forwarding: the provider's header or
 //!   cookie when `forward_token` is false, and a query-parameter token always (URLs end up in logs).
 
-use crate::authenticator::{claim, granted_scopes, scalar_text};
+use crate::authenticator::{granted_scopes, scalar_text};
 use crate::codes::codes;
 use crate::config::{Config, Provider, Requirement, TokenSource};
 use serde_json::{Map, Value};
@@ -136,11 +136,11 @@ pub fn identity_headers(
     let mut set = Vec::new();
     let mut dropped = Vec::new();
     for mapping in &provider.claim_to_headers {
-        let value = if mapping.claim == "scope" {
+        let value = if mapping.claim.is_name("scope") {
             let scopes = granted_scopes(claims);
             (!scopes.is_empty()).then(|| scopes.join(" "))
         } else {
-            match claim(claims, &mapping.claim).map(|v| text(v, ",")) {
+            match mapping.claim.lookup(claims).map(|v| text(v, ",")) {
                 None | Some(Ok(None)) => None,
                 Some(Ok(Some(t))) => Some(t),
                 Some(Err(detail)) => {

@@ -2408,3 +2408,103 @@ fn jwt_authn_provider_options_subjects_lifetime_types_payload() {
     let plain = jwt_guard::policy::plan(&config(), &config().rules[0], run(&config(), &[t]));
     assert!(plain.set_headers.iter().all(|(h, _)| h != "x-jwt-payload"));
 }
+
+#[test]
+fn claims_with_dots_in_their_names_and_explicit_segments() {
+    let f = fixtures();
+    let t = rs256(
+        &f,
+        with(
+            claims(),
+            json!({
+                "https://example.com/roles": ["reader", "writer"],
+                "https://example.com/org": {"id": "acme"},
+                "a.b": "flat",
+                "a": {"b": "nested"},
+                "groups": [{"id": 1}, {"id": 2}],
+            }),
+        ),
+    );
+    let cfg = config_with(json!({"claim_to_headers": [
+        {"claim": "https://example.com/roles", "header": "x-roles"},
+        {"claim": ["https://example.com/org", "id"], "header": "x-org"},
+        {"claim": "a.b", "header": "x-name"},
+        {"claim": ["a", "b"], "header": "x-path"},
+        {"claim": "groups", "header": "x-groups"},
+    ]}));
+    let plan = jwt_guard::policy::plan(&cfg, &cfg.rules[0], run(&cfg, std::slice::from_ref(&t)));
+    let header = |h: &str| {
+        plan.set_headers
+            .iter()
+            .find(|(n, _)| n == h)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        header("x-roles"),
+        Some("reader,writer"),
+        "a URL-named claim, not split at its dots"
+    );
+    assert_eq!(header("x-org"), Some("acme"), "explicit segments");
+    assert_eq!(
+        header("x-name"),
+        Some("flat"),
+        "a name is the top-level claim of that name first"
+    );
+    assert_eq!(
+        header("x-path"),
+        Some("nested"),
+        "segments are never the flat name"
+    );
+    assert_eq!(
+        header("x-groups"),
+        None,
+        "an array of objects is not forwarded"
+    );
+    assert!(
+        plan.dropped.iter().any(|d| d.header == "x-groups"),
+        "{:?}",
+        plan.dropped
+    );
+
+    // The same paths in a rule's claim requirements.
+    let rule = |name: Value, value: &str| {
+        let doc = json!({
+            "providers": {"idp": {"issuer": ISS, "audiences": ["api"], "local_jwks": {"inline": jwks()}}},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "idp",
+                "claims": [{"name": name, "values": [value]}]}}],
+        });
+        Config::parse(doc.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(
+        code(&run(
+            &rule(json!(["https://example.com/org", "id"]), "acme"),
+            std::slice::from_ref(&t)
+        )),
+        "allow"
+    );
+    assert_eq!(
+        code(&run(
+            &rule(json!("https://example.com/roles"), "writer"),
+            std::slice::from_ref(&t)
+        )),
+        "allow"
+    );
+    assert_eq!(
+        code(&run(
+            &rule(json!(["a", "b"]), "flat"),
+            std::slice::from_ref(&t)
+        )),
+        "claim_mismatch"
+    );
+    // Empty segments are a config error naming the field.
+    let bad = json!({
+        "providers": {"idp": {"issuer": ISS, "local_jwks": {"inline": jwks()},
+            "claim_to_headers": [{"claim": ["org", ""], "header": "x-org"}]}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "idp"}}],
+    });
+    let e = Config::parse(bad.to_string().as_bytes())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("providers.idp.claim_to_headers[0].claim"), "{e}");
+}

@@ -862,7 +862,13 @@ fn config_invariants(c: &Config) -> Result<(), String> {
         }
         let mut headers = HashSet::new();
         for ch in &p.claim_to_headers {
-            if ch.claim.is_empty()
+            let empty_claim = match &ch.claim {
+                jwt_guard::config::ClaimPath::Name(n) => n.is_empty(),
+                jwt_guard::config::ClaimPath::Segments(s) => {
+                    s.is_empty() || s.iter().any(String::is_empty)
+                }
+            };
+            if empty_claim
                 || !headers.insert(&ch.header)
                 || ch.header != ch.header.to_ascii_lowercase()
                 || !safe_name(&ch.header)

@@ -397,6 +397,20 @@ fn compile_dpop(raw: Option<&RawDpop>) -> Result<DpopSettings, ConfigError> {
     })
 }
 
+/// A claim name, or its explicit segments (none empty).
+fn claim_path(f: &str, raw: &RawClaimName) -> Result<ClaimPath, ConfigError> {
+    match raw {
+        RawClaimName::Name(n) if !n.is_empty() => Ok(ClaimPath::Name(n.clone())),
+        RawClaimName::Segments(s) if !s.is_empty() && s.iter().all(|x| !x.is_empty()) => {
+            Ok(ClaimPath::Segments(s.clone()))
+        }
+        _ => Err(err(
+            f,
+            "must be a claim name, or a non-empty list of non-empty segments",
+        )),
+    }
+}
+
 /// Headers the filter must never set from a token.
 fn is_protocol_header(name: &str) -> bool {
     name.starts_with(':')
@@ -602,9 +616,7 @@ fn compile_requirement(
     };
     let mut claims = Vec::new();
     for (i, c) in req.claims.iter().flatten().enumerate() {
-        if c.name.is_empty() {
-            return Err(err(format!("{f}.claims[{i}].name"), "must not be empty"));
-        }
+        let name = claim_path(&format!("{f}.claims[{i}].name"), &c.name)?;
         if c.values.as_ref().is_some_and(Vec::is_empty) {
             return Err(err(
                 format!("{f}.claims[{i}].values"),
@@ -612,7 +624,7 @@ fn compile_requirement(
             ));
         }
         claims.push(ClaimRequirement {
-            name: c.name.clone(),
+            name,
             values: c.values.clone(),
         });
     }
@@ -858,19 +870,19 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
     let claim_to_headers = match &p.claim_to_headers {
         None => vec![
             ClaimHeader {
-                claim: "sub".into(),
+                claim: ClaimPath::Name("sub".into()),
                 header: "x-user-sub".into(),
             },
             ClaimHeader {
-                claim: "iss".into(),
+                claim: ClaimPath::Name("iss".into()),
                 header: "x-user-iss".into(),
             },
             ClaimHeader {
-                claim: "scope".into(),
+                claim: ClaimPath::Name("scope".into()),
                 header: "x-user-scope".into(),
             },
             ClaimHeader {
-                claim: "tenant".into(),
+                claim: ClaimPath::Name("tenant".into()),
                 header: "x-tenant-id".into(),
             },
         ],
@@ -890,12 +902,7 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
                         "must not be a protocol or credential header",
                     ));
                 }
-                if ch.claim.is_empty() {
-                    return Err(err(
-                        format!("{f}.claim_to_headers[{i}].claim"),
-                        "must not be empty",
-                    ));
-                }
+                let claim = claim_path(&format!("{f}.claim_to_headers[{i}].claim"), &ch.claim)?;
                 let key = crate::spelling::header_key(&header);
                 if out
                     .iter()
@@ -906,10 +913,7 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
                         "is mapped twice (names compare without case, with '_' as '-')",
                     ));
                 }
-                out.push(ClaimHeader {
-                    claim: ch.claim.clone(),
-                    header,
-                });
+                out.push(ClaimHeader { claim, header });
             }
             out
         }

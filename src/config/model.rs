@@ -121,9 +121,63 @@ pub fn type_key(typ: &str) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimHeader {
-    /// Claim name or dotted path (`org.id`); `scope` means the union of `scope` and `scp`.
-    pub claim: String,
+    /// `scope` means the union of `scope` and `scp`.
+    pub claim: ClaimPath,
     pub header: String,
+}
+
+fn walk<'a, 'p>(
+    claims: &'a serde_json::Map<String, serde_json::Value>,
+    mut parts: impl Iterator<Item = &'p str>,
+) -> Option<&'a serde_json::Value> {
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// A claim by name: the top-level claim of exactly that name, else the dotted path into nested
+/// objects (claim names such as `https://example.com/tenant` contain dots themselves).
+pub fn claim_by_name<'a>(
+    claims: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    claims.get(name).or_else(|| walk(claims, name.split('.')))
+}
+
+/// Where a claim is: a name (the top-level claim of that exact name, else a dotted path into nested
+/// objects, `org.id`), or explicit segments that are never split (`["https://example.com/org", "id"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimPath {
+    Name(String),
+    Segments(Vec<String>),
+}
+
+impl ClaimPath {
+    /// The claim's value in `claims`, if present.
+    pub fn lookup<'a>(
+        &self,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Option<&'a serde_json::Value> {
+        match self {
+            ClaimPath::Name(name) => claim_by_name(claims, name),
+            ClaimPath::Segments(segments) => walk(claims, segments.iter().map(String::as_str)),
+        }
+    }
+
+    /// True for the plain name `name`.
+    pub fn is_name(&self, name: &str) -> bool {
+        matches!(self, ClaimPath::Name(n) if n == name)
+    }
+
+    /// For logs and messages: the name, or the segments joined with ` / `.
+    pub fn display(&self) -> String {
+        match self {
+            ClaimPath::Name(n) => n.clone(),
+            ClaimPath::Segments(s) => s.join(" / "),
+        }
+    }
 }
 
 /// Where the per-decision audit record goes.
@@ -320,7 +374,7 @@ impl Default for DpopSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequirement {
-    pub name: String,
+    pub name: ClaimPath,
     /// `None`: the claim must be present (and not null). Otherwise its value (or one of its array
     /// elements) must equal one of these.
     pub values: Option<Vec<String>>,

@@ -87,8 +87,17 @@ pub(crate) struct RawHeaderValue {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClaimHeader {
-    pub(crate) claim: String,
+    pub(crate) claim: RawClaimName,
     pub(crate) header: String,
+}
+
+/// A claim by name (`"tenant"`, `"https://example.com/roles"`, or a dotted path `"org.id"`), or by
+/// explicit segments (`["https://example.com/org", "id"]`), never split at dots.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawClaimName {
+    Name(String),
+    Segments(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -182,7 +191,7 @@ pub(crate) struct RawRequirement {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClaimRequirement {
-    pub(crate) name: String,
+    pub(crate) name: RawClaimName,
     pub(crate) values: Option<Vec<String>>,
 }
 
