@@ -128,6 +128,8 @@ pub struct Verified {
     proven: Proven,
     /// The token's payload segment (base64url, as presented), kept when the provider forwards it.
     payload: Option<Rc<str>>,
+    /// The tenant of a templated issuer.
+    tenant: Option<Rc<str>>,
 }
 
 impl Verified {
@@ -153,6 +155,11 @@ impl Verified {
     /// The verified payload segment, for `forward_payload_header`.
     pub fn payload(&self) -> Option<&str> {
         self.payload.as_deref()
+    }
+
+    /// The tenant of a templated issuer (`https://login.example.com/{tenant}/v2.0`).
+    pub fn issuer_tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
     }
 }
 
@@ -260,10 +267,12 @@ pub fn authenticate_traced(
         Ok(proven) => identity.proven = proven,
         Err(d) => return (Outcome::Deny(d), Some(Check::Binding)),
     }
-    let forwards_payload = config
-        .providers
-        .get(identity.provider)
-        .is_some_and(|p| p.forward_payload_header.is_some());
+    let provider = config.providers.get(identity.provider);
+    identity.tenant = provider.and_then(|p| {
+        let iss = identity.claims.get("iss").and_then(Value::as_str)?;
+        p.issuer_fits(iss).flatten().map(Rc::from)
+    });
+    let forwards_payload = provider.is_some_and(|p| p.forward_payload_header.is_some());
     if forwards_payload {
         // The token verified, so it is three base64url segments of ASCII.
         identity.payload = token
@@ -310,7 +319,7 @@ fn check_token(
         None => return deny(Check::Issuer, Denial::WrongIssuer),
     };
     let mut first_denial = None;
-    for (index, provider) in providers().filter(|(_, p)| p.issuer == iss) {
+    for (index, provider) in providers().filter(|(_, p)| p.issuer_fits(iss).is_some()) {
         let audiences = requirement
             .audiences
             .as_ref()
@@ -358,6 +367,7 @@ fn check_token(
                         token_hash,
                         proven: Proven::Bearer,
                         payload: None,
+                        tenant: None,
                     })),
                     None,
                 );
@@ -435,6 +445,7 @@ fn check_cached(
             token_hash: hit.token_hash,
             proven: Proven::Bearer,
             payload: None,
+            tenant: None,
         })),
         None,
     ))

@@ -151,6 +151,17 @@ pub fn jwks_location(
     issuer: &str,
     discovery_was_https: bool,
 ) -> Result<(String, String), FetchError> {
+    jwks_location_for(body, issuer, &|found| found == issuer, discovery_was_https)
+}
+
+/// `jwks_location` where `fits` says whether the document's issuer speaks for the provider (an
+/// issuer template accepts its own form); `issuer` is what messages name.
+pub fn jwks_location_for(
+    body: &[u8],
+    issuer: &str,
+    fits: &dyn Fn(&str) -> bool,
+    discovery_was_https: bool,
+) -> Result<(String, String), FetchError> {
     let invalid = |m: &str| FetchError::new(FetchResult::Invalid, m);
     let doc: Value = crate::json::parse(body).map_err(|e| match e {
         // Two `issuer` or `jwks_uri` members: one parser's reading could pass the issuer check
@@ -164,7 +175,7 @@ pub fn jwks_location(
         .get("issuer")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("discovery document has no issuer"))?;
-    if found != issuer {
+    if !fits(found) {
         let shown: String = found.chars().take(120).collect();
         return Err(FetchError::new(
             FetchResult::IssuerMismatch,

@@ -65,7 +65,7 @@ fn note_identity(plan: &mut Plan, config: &Config, v: &Verified) {
     };
     plan.issuer = text("iss");
     plan.subject = text("sub");
-    plan.tenant = text(&config.audit.tenant_claim);
+    plan.tenant = text(&config.audit.tenant_claim).or_else(|| v.issuer_tenant().map(str::to_owned));
     plan.binding = Some(v.proven().name());
 }
 
@@ -100,6 +100,9 @@ pub fn plan(config: &Config, rule: &Rule, outcome: Outcome) -> Plan {
                         (&provider.forward_payload_header, v.payload())
                     {
                         set.push((h.clone(), payload.to_owned()));
+                    }
+                    if let (Some(h), Some(tenant)) = (&provider.tenant_header, v.issuer_tenant()) {
+                        set.push((h.clone(), tenant.to_owned()));
                     }
                     plan.set_headers = set;
                     plan.dropped = dropped;

@@ -165,6 +165,16 @@ fn errors_name_their_field() {
             "provider",
         ),
         (
+            "a per-tenant JWKS URI",
+            edit(|v| {
+                v["providers"]["corp"]["issuer"] = json!("https://idp.corp/{tenant}");
+                v["providers"]["corp"]["tenants"] = json!("any");
+                v["providers"]["corp"]["remote_jwks"]["http_uri"]["uri"] =
+                    json!("https://idp.corp/{tenant}/jwks");
+            }),
+            "providers.corp.remote_jwks",
+        ),
+        (
             "subject matcher with two kinds",
             edit(|v| v["providers"]["corp"]["subjects"] = json!([{"exact": "a", "prefix": "b"}])),
             "providers.corp.subjects[0]",

@@ -2508,3 +2508,106 @@ fn claims_with_dots_in_their_names_and_explicit_segments() {
         .to_string();
     assert!(e.contains("providers.idp.claim_to_headers[0].claim"), "{e}");
 }
+
+#[test]
+fn multi_tenant_issuer_templates() {
+    let f = fixtures();
+    let template = "https://login.example.com/{tenant}/v2.0";
+    let tenant_config = |tenants: Value| {
+        config_with(
+            json!({"issuer": template, "tenants": tenants, "tenant_header": "x-issuer-tenant"}),
+        )
+    };
+    let token = |iss: &str| rs256(&f, with(claims(), json!({"iss": iss})));
+    let listed = tenant_config(json!(["acme", "globex"]));
+    for (iss, want) in [
+        ("https://login.example.com/acme/v2.0", "allow"),
+        ("https://login.example.com/globex/v2.0", "allow"),
+        ("https://login.example.com/initech/v2.0", "wrong_issuer"),
+        ("https://login.example.com//v2.0", "wrong_issuer"),
+        ("https://login.example.com/acme/x/v2.0", "wrong_issuer"),
+        ("https://login.example.com/{tenant}/v2.0", "wrong_issuer"),
+        ("https://evil.example.com/acme/v2.0", "wrong_issuer"),
+    ] {
+        assert_eq!(code(&run(&listed, &[token(iss)])), want, "{iss}");
+    }
+    let any = tenant_config(json!("any"));
+    assert_eq!(
+        code(&run(
+            &any,
+            &[token("https://login.example.com/initech/v2.0")]
+        )),
+        "allow"
+    );
+    assert_eq!(
+        code(&run(&any, &[token("https://login.example.com/a%2Fb/v2.0")])),
+        "wrong_issuer"
+    );
+    // The tenant goes to the upstream in its header and to the audit record.
+    let t = token("https://login.example.com/acme/v2.0");
+    let plan = jwt_guard::policy::plan(
+        &listed,
+        &listed.rules[0],
+        run(&listed, std::slice::from_ref(&t)),
+    );
+    assert!(
+        plan.set_headers
+            .contains(&("x-issuer-tenant".to_owned(), "acme".to_owned())),
+        "{:?}",
+        plan.set_headers
+    );
+    assert_eq!(plan.tenant.as_deref(), Some("acme"));
+    assert!(
+        listed
+            .managed_headers
+            .contains(&"x-issuer-tenant".to_owned()),
+        "stripped from clients"
+    );
+    // A discovery document of a multi-tenant IdP names the template with its own placeholder.
+    let p = &listed.providers[0];
+    assert!(p.discovery_issuer_fits("https://login.example.com/{tenantid}/v2.0"));
+    assert!(p.discovery_issuer_fits("https://login.example.com/acme/v2.0"));
+    assert!(!p.discovery_issuer_fits("https://login.example.com/{a/b}/v2.0"));
+    assert!(!p.discovery_issuer_fits("https://other.example.com/{tenantid}/v2.0"));
+    // Config errors name the field.
+    for (extra, field) in [
+        (json!({"issuer": template}), "providers.idp.tenants"),
+        (json!({"tenants": ["acme"]}), "providers.idp.tenants"),
+        (
+            json!({"issuer": template, "tenants": "all"}),
+            "providers.idp.tenants",
+        ),
+        (
+            json!({"issuer": template, "tenants": []}),
+            "providers.idp.tenants",
+        ),
+        (
+            json!({"issuer": template, "tenants": ["a/b"]}),
+            "providers.idp.tenants[0]",
+        ),
+        (
+            json!({"issuer": "https://x/{tenant}/{tenant}", "tenants": "any"}),
+            "providers.idp.issuer",
+        ),
+        (
+            json!({"tenant_header": "x-t"}),
+            "providers.idp.tenant_header",
+        ),
+        (
+            json!({"issuer": template, "tenants": "any", "tenant_header": "x-tenant-id"}),
+            "providers.idp.tenant_header",
+        ),
+    ] {
+        let mut provider =
+            json!({"issuer": ISS, "audiences": ["api"], "local_jwks": {"inline": jwks()}});
+        for (k, v) in extra.as_object().unwrap() {
+            provider[k] = v.clone();
+        }
+        let doc = json!({"providers": {"idp": provider}, "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "idp"}}]});
+        let e = Config::parse(doc.to_string().as_bytes())
+            .err()
+            .unwrap_or_else(|| panic!("{extra} accepted"))
+            .to_string();
+        assert!(e.contains(&format!("{field}:")), "{extra}: {e}");
+    }
+}

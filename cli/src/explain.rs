@@ -511,7 +511,7 @@ fn check_lines(
         .providers
         .iter()
         .filter_map(|&i| config.providers.get(i))
-        .filter(|p| Some(p.issuer.as_str()) == text("iss").as_deref())
+        .filter(|p| text("iss").is_some_and(|iss| p.issuer_fits(&iss).is_some()))
         .map(|p| p.name.as_str())
         .collect();
     let pass_detail = |check: Check| -> String {

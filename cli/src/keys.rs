@@ -2,7 +2,7 @@
 //! URI (http directly, https through `curl`), following discovery as the filter does. The config is
 //! then rewritten so each remote provider carries its key set inline, and the engine runs on it.
 
-use jwt_guard::config::{Config, JwksSource, RemoteJwks};
+use jwt_guard::config::{Config, JwksSource, Provider, RemoteJwks};
 use jwt_guard::fetcher;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -44,7 +44,7 @@ pub fn resolve(
             ));
             continue;
         }
-        let (uri, text) = fetch_keys(&p.issuer, remote).map_err(|e| {
+        let (uri, text) = fetch_keys(p, remote).map_err(|e| {
             format!(
                 "provider {}: its keys are fetched ({e}); pass --jwks {}=FILE to explain offline",
                 p.name, p.name
@@ -71,15 +71,17 @@ fn uri(https: bool, authority: &str, path: &str) -> String {
 
 /// Fetches the provider's key set once, through discovery when configured (the document's
 /// `issuer` must match, as in the filter). Returns the JWKS URI and its text.
-fn fetch_keys(issuer: &str, remote: &RemoteJwks) -> Result<(String, String), String> {
+fn fetch_keys(provider: &Provider, remote: &RemoteJwks) -> Result<(String, String), String> {
     let first = uri(remote.https, &remote.authority, &remote.path);
     let headers = &remote.request_headers;
     let body = get(&first, headers)?;
     if !remote.discovery {
         return Ok((first, body));
     }
-    let (authority, path) = fetcher::jwks_location(body.as_bytes(), issuer, remote.https)
-        .map_err(|e| format!("discovery document {first}: {}", e.message))?;
+    let fits = |found: &str| provider.discovery_issuer_fits(found);
+    let (authority, path) =
+        fetcher::jwks_location_for(body.as_bytes(), &provider.issuer, &fits, remote.https)
+            .map_err(|e| format!("discovery document {first}: {}", e.message))?;
     let jwks_uri = uri(remote.https, &authority, &path);
     let body = get(&jwks_uri, headers)?;
     Ok((jwks_uri, body))

@@ -182,7 +182,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             .claim_to_headers
             .iter()
             .map(|ch| &ch.header)
-            .chain(p.forward_payload_header.as_ref());
+            .chain(p.forward_payload_header.as_ref())
+            .chain(p.tenant_header.as_ref());
         for header in set {
             let key = crate::spelling::header_key(header);
             if !managed_headers.contains(&key) {
@@ -982,7 +983,84 @@ fn compile_provider(name: &str, p: &RawProvider) -> Result<Provider, ConfigError
             "must not be empty when set",
         ));
     }
+    let template = p.issuer.matches(TENANT_PLACEHOLDER).count();
+    let tenants = match (&p.tenants, template) {
+        (None, 0) => None,
+        (Some(_), 0) => {
+            return Err(err(
+                format!("{f}.tenants"),
+                format!("the issuer has no {TENANT_PLACEHOLDER} placeholder"),
+            ))
+        }
+        (None, _) => {
+            return Err(err(
+                format!("{f}.tenants"),
+                "an issuer template needs its tenants: a list of tenant ids, or \"any\"",
+            ))
+        }
+        (Some(_), n) if n > 1 => {
+            return Err(err(
+                format!("{f}.issuer"),
+                format!("at most one {TENANT_PLACEHOLDER}"),
+            ))
+        }
+        (Some(RawTenants::Keyword(k)), _) if k == "any" => Some(Tenants::Any),
+        (Some(RawTenants::Keyword(k)), _) => {
+            return Err(err(
+                format!("{f}.tenants"),
+                format!("{k:?}: use a list of tenant ids, or \"any\""),
+            ))
+        }
+        (Some(RawTenants::List(list)), _) => {
+            if list.is_empty() {
+                return Err(err(format!("{f}.tenants"), "must not be empty"));
+            }
+            if let Some((i, _)) = list.iter().enumerate().find(|(_, t)| !is_tenant_id(t)) {
+                return Err(err(
+                    format!("{f}.tenants[{i}]"),
+                    "1 to 128 letters, digits, '.', '_' or '-'",
+                ));
+            }
+            Some(Tenants::List(list.clone()))
+        }
+    };
+    if let JwksSource::Remote(r) = &jwks {
+        if r.path.contains(TENANT_PLACEHOLDER) || r.authority.contains(TENANT_PLACEHOLDER) {
+            return Err(err(
+                format!("{f}.remote_jwks"),
+                "a per-tenant JWKS URI is not supported: use the IdP's shared key set (for Entra ID, https://login.microsoftonline.com/common/discovery/v2.0/keys)",
+            ));
+        }
+    }
+    let tenant_header = match &p.tenant_header {
+        None => None,
+        Some(_) if tenants.is_none() => {
+            return Err(err(
+                format!("{f}.tenant_header"),
+                "needs an issuer template with tenants",
+            ))
+        }
+        Some(h) => {
+            let header = h.to_ascii_lowercase();
+            let key = crate::spelling::header_key(&header);
+            if !is_header_name(&header)
+                || is_protocol_header(&header)
+                || claim_to_headers
+                    .iter()
+                    .any(|c| crate::spelling::header_key(&c.header) == key)
+                || forward_payload_header.as_deref() == Some(header.as_str())
+            {
+                return Err(err(
+                    format!("{f}.tenant_header"),
+                    "must be a header name the filter sets for nothing else (claim_to_headers sets x-tenant-id from the tenant claim by default)",
+                ));
+            }
+            Some(header)
+        }
+    };
     Ok(Provider {
+        tenants,
+        tenant_header,
         subjects,
         max_lifetime_secs,
         forward_payload_header,

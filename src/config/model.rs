@@ -91,6 +91,67 @@ pub struct Provider {
     pub forward_payload_header: Option<String>,
     /// Accepted `typ` values, lowercase without `application/` (empty: any, or none).
     pub allowed_types: Vec<String>,
+    /// For an issuer template (`https://login.example.com/{tenant}/v2.0`): which tenants.
+    pub tenants: Option<Tenants>,
+    /// The tenant of a templated issuer goes to the upstream in this header.
+    pub tenant_header: Option<String>,
+}
+
+/// The tenants a templated issuer accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenants {
+    /// Every tenant (said explicitly in the config).
+    Any,
+    List(Vec<String>),
+}
+
+/// The placeholder of an issuer template.
+pub const TENANT_PLACEHOLDER: &str = "{tenant}";
+
+/// A tenant id as a templated issuer carries it: 1 to 128 letters, digits, `.`, `_`, `-`.
+pub fn is_tenant_id(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Provider {
+    /// Whether `iss` is this provider's issuer: `Some(None)` for a plain issuer, `Some(Some(tenant))`
+    /// for a templated one whose tenant is allowed, `None` otherwise.
+    pub fn issuer_fits<'a>(&self, iss: &'a str) -> Option<Option<&'a str>> {
+        let Some(tenants) = &self.tenants else {
+            return (iss == self.issuer).then_some(None);
+        };
+        let (prefix, suffix) = self.issuer.split_once(TENANT_PLACEHOLDER)?;
+        let tenant = iss.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        let allowed = match tenants {
+            Tenants::Any => true,
+            Tenants::List(list) => list.iter().any(|t| t == tenant),
+        };
+        (is_tenant_id(tenant) && allowed).then_some(Some(tenant))
+    }
+
+    /// Whether a discovery document's `issuer` names this provider: the issuer itself, or for a
+    /// template the same template with any `{…}` placeholder (a multi-tenant IdP's common document
+    /// says `{tenantid}`), or an allowed tenant's issuer.
+    pub fn discovery_issuer_fits(&self, found: &str) -> bool {
+        if self.issuer_fits(found).is_some() || found == self.issuer {
+            return true;
+        }
+        let Some((prefix, suffix)) = self.issuer.split_once(TENANT_PLACEHOLDER) else {
+            return false;
+        };
+        found
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(suffix))
+            .is_some_and(|middle| {
+                middle.len() > 2
+                    && middle.starts_with('{')
+                    && middle.ends_with('}')
+                    && !middle[1..middle.len() - 1].contains(['{', '}', '/'])
+            })
+    }
 }
 
 /// A string matcher (as `jwt_authn`'s `subjects`): exact, prefix or suffix.

@@ -67,6 +67,16 @@ pub(crate) struct RawProvider {
     pub(crate) max_lifetime: Option<String>,
     pub(crate) forward_payload_header: Option<String>,
     pub(crate) allowed_types: Option<Vec<String>>,
+    pub(crate) tenants: Option<RawTenants>,
+    pub(crate) tenant_header: Option<String>,
+}
+
+/// `"any"`, or the allowed tenant ids.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawTenants {
+    Keyword(String),
+    List(Vec<String>),
 }
 
 #[derive(Deserialize)]

@@ -208,7 +208,8 @@ impl<H: Host + Clone> Engine<H> {
             (_, Err(why)) => self.fetch_failed(&config, call.provider, now, &why),
             (Stage::Discovery, Ok(body)) => {
                 let https = matches!(&provider.jwks, JwksSource::Remote(r) if r.https);
-                match fetcher::jwks_location(&body, &provider.issuer, https) {
+                let fits = |found: &str| provider.discovery_issuer_fits(found);
+                match fetcher::jwks_location_for(&body, &provider.issuer, &fits, https) {
                     Ok((authority, path)) => {
                         self.dispatch(&config, call.provider, Stage::Jwks, &authority, &path, now)
                     }
