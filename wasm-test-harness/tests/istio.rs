@@ -13,6 +13,14 @@
 //! - The WasmPlugin's `pluginConfig` must be a valid jwt-guard config (after the protobuf `Struct`
 //!   round trip Istio puts it through), and its JWKS cluster must be the one the ServiceEntry and
 //!   DestinationRule create, with TLS origination.
+//! - The TrafficExtensions (Istio 1.30's successor to WasmPlugin; `trafficextension-sidecar.yaml` and
+//!   `trafficextension-waypoint.yaml`) are validated against their own CRD the same way, carry the
+//!   WasmPlugin's module pin, settings and `pluginConfig` unchanged under `wasm`, and their JWKS
+//!   ServiceEntry can be applied in their namespace as their comments say.
+//! - Every extension's `match` is run through an emulation of Istio's traffic-selector matching, so that
+//!   each one is attached to the listeners it is meant for (the gateway's, a sidecar's inbound, a
+//!   waypoint's) and a mode that Istio would never attach (`SERVER` on a gateway) fails the test.
+//! - The CRD files match the sha256 sums recorded in `testdata/istio/SOURCE.md`.
 //! - The EnvoyFilter (`envoyfilter-edge.yaml`) must patch the same gateway's HTTP connection managers with
 //!   the shipped edge settings (`headers_with_underscores_action: DROP_HEADER`,
 //!   `strip_trailing_host_dot: true`), and its patch, merged into a real HCM, must pass
@@ -211,7 +219,8 @@ fn has(v: &Value, key: &str) -> bool {
 /// The CEL rules of these CRDs that the examples reach, by message, as Rust predicates on `self`.
 fn cel_emulation(message: &str) -> Option<fn(&Value) -> bool> {
     let f: fn(&Value) -> bool = match message {
-        // WasmPlugin
+        // WasmPlugin and TrafficExtension. WasmPlugin's rule also counts its hidden singular
+        // `targetRef`; TrafficExtension's has no `targetRef` (and its schema refuses the field).
         "only one of targetRefs or selector can be set" => |s| {
             ["selector", "targetRef", "targetRefs"]
                 .iter()
@@ -237,6 +246,8 @@ fn cel_emulation(message: &str) -> Option<fn(&Value) -> bool> {
             s.as_object()
                 .is_some_and(|m| m.keys().all(|k| !k.is_empty()))
         },
+        // TrafficExtension: `has(self.wasm) != has(self.lua)`.
+        "exactly one of wasm or lua must be set" => |s| has(s, "wasm") != has(s, "lua"),
         // EnvoyFilter
         "only one of targetRefs or workloadSelector can be set" => {
             |s| !(has(s, "workloadSelector") && has(s, "targetRefs"))
@@ -405,6 +416,25 @@ fn find_doc(kind: &str) -> Value {
     docs.into_iter().next().unwrap()
 }
 
+/// The one document of an example file that holds a single resource.
+fn only_doc_in(file: &str) -> Value {
+    let docs = yaml_documents(&example_text(file));
+    assert_eq!(docs.len(), 1, "{file}: expected exactly one YAML document");
+    docs.into_iter().next().unwrap()
+}
+
+/// The TrafficExtension examples (Istio 1.30 and later).
+const SIDECAR_EXTENSION: &str = "trafficextension-sidecar.yaml";
+const WAYPOINT_EXTENSION: &str = "trafficextension-waypoint.yaml";
+const TRAFFIC_EXTENSION_FILES: &[&str] = &[SIDECAR_EXTENSION, WAYPOINT_EXTENSION];
+
+fn traffic_extension(file: &str) -> Value {
+    let doc = only_doc_in(file);
+    assert_eq!(doc["kind"], "TrafficExtension", "{file}");
+    assert_eq!(doc["apiVersion"], "extensions.istio.io/v1alpha1", "{file}");
+    doc
+}
+
 fn wasm_plugin_crd() -> CrdVersion {
     crds()
         .remove(&(
@@ -413,6 +443,16 @@ fn wasm_plugin_crd() -> CrdVersion {
             "WasmPlugin".into(),
         ))
         .expect("WasmPlugin CRD")
+}
+
+fn traffic_extension_crd() -> CrdVersion {
+    crds()
+        .remove(&(
+            "extensions.istio.io".into(),
+            "v1alpha1".into(),
+            "TrafficExtension".into(),
+        ))
+        .expect("TrafficExtension CRD")
 }
 
 fn envoy_filter_crd() -> CrdVersion {
@@ -491,7 +531,12 @@ fn every_example_document_is_accepted_by_its_crd_or_listed_as_unchecked() {
     println!("{}", unchecked.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The examples the deliverable promises, and no stale NOT_SCHEMA_CHECKED entry.
-    for kind in ["WasmPlugin", "ServiceEntry", "EnvoyFilter"] {
+    for kind in [
+        "WasmPlugin",
+        "TrafficExtension",
+        "ServiceEntry",
+        "EnvoyFilter",
+    ] {
         assert!(
             checked.iter().any(|c| c.contains(&format!(" {kind} "))),
             "no {kind} was schema-checked"
@@ -503,15 +548,39 @@ fn every_example_document_is_accepted_by_its_crd_or_listed_as_unchecked() {
             "NOT_SCHEMA_CHECKED lists {kind}, which no example has"
         );
     }
+    for file in TRAFFIC_EXTENSION_FILES {
+        assert!(
+            checked
+                .iter()
+                .any(|c| c.starts_with(&format!("{file}: ")) && c.contains(" TrafficExtension ")),
+            "{file} was not schema-checked as a TrafficExtension"
+        );
+    }
 }
 
 #[test]
 fn examples_have_no_yaml11_booleans() {
-    for file in [
+    let files: Vec<String> = {
+        let mut names: Vec<String> = example_documents()
+            .into_iter()
+            .map(|(file, _, _)| file)
+            .collect();
+        names.dedup();
+        names
+    };
+    for expected in [
         "wasmplugin.yaml",
         "serviceentry.yaml",
         "envoyfilter-edge.yaml",
+        SIDECAR_EXTENSION,
+        WAYPOINT_EXTENSION,
     ] {
+        assert!(
+            files.iter().any(|f| f == expected),
+            "{expected} is missing from examples/istio: {files:?}"
+        );
+    }
+    for file in &files {
         let lines = yaml11_boolean_lines(&example_text(file));
         assert!(
             lines.is_empty(),
@@ -621,6 +690,313 @@ fn jwks_cluster_is_the_service_entry_with_tls_origination() {
     assert_eq!(&dr["metadata"]["namespace"], ns);
     assert_eq!(se["spec"]["location"], "MESH_EXTERNAL");
     assert_eq!(se["spec"]["resolution"], "DNS");
+}
+
+// ---------- TrafficExtension (Istio 1.30+): the WasmPlugin's module and config under `wasm` ----------
+
+/// The WasmPlugin fields that TrafficExtension moved under `wasm`, with the same names and meaning
+/// (`wasm.proto` and `traffic_extension.proto` of istio/api). `selector`, `targetRefs`, `phase`,
+/// `priority` and `match` stay at the top level.
+const WASM_FIELDS: &[&str] = &[
+    "url",
+    "sha256",
+    "imagePullPolicy",
+    "imagePullSecret",
+    "verificationKey",
+    "pluginConfig",
+    "pluginName",
+    "failStrategy",
+    "vmConfig",
+    "type",
+];
+
+#[test]
+fn traffic_extensions_carry_the_wasm_plugins_module_pin_and_config() {
+    let plugin = find_doc("WasmPlugin");
+    let wp = &plugin["spec"];
+    for file in TRAFFIC_EXTENSION_FILES {
+        let te = traffic_extension(file);
+        let spec = &te["spec"];
+        assert!(spec["wasm"].is_object(), "{file}: spec.wasm is required");
+        assert!(
+            spec.get("lua").is_none(),
+            "{file}: a Wasm extension, not Lua"
+        );
+        for field in WASM_FIELDS {
+            assert_eq!(
+                spec["wasm"].get(*field),
+                wp.get(*field),
+                "{file}: wasm.{field} differs from the WasmPlugin's {field}"
+            );
+        }
+        // The module pin: the same image (and digest, when the WasmPlugin has one), a fixed tag, and a
+        // sha256 of the form Istio accepts.
+        let url = spec["wasm"]["url"].as_str().expect("wasm.url");
+        assert!(url.starts_with("oci://"), "{file}: {url}");
+        let tag = url.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
+        assert!(
+            !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+            "{file}: pin a version tag (or a digest), not {url:?}"
+        );
+        if let Some(sha) = spec["wasm"]["sha256"].as_str() {
+            assert!(
+                sha.len() == 64
+                    && sha
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{file}: sha256 {sha:?}"
+            );
+        }
+        assert_eq!(spec["phase"], wp["phase"], "{file}: phase");
+        assert_eq!(spec["phase"], "AUTHN", "{file}");
+        assert_eq!(spec["wasm"]["failStrategy"], "FAIL_CLOSE", "{file}");
+        assert_eq!(spec["wasm"]["type"], "HTTP", "{file}");
+        // pluginConfig: equal to the WasmPlugin's (so the checks above on that config cover it), and a
+        // valid jwt-guard config in its own right after the protobuf Struct round trip.
+        let config = parse_plugin_config(&spec["wasm"]["pluginConfig"])
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(config
+            .rules
+            .iter()
+            .any(|r| r.name == "health" && r.requires.is_none()));
+    }
+    let (a, b) = (
+        traffic_extension(SIDECAR_EXTENSION),
+        traffic_extension(WAYPOINT_EXTENSION),
+    );
+    assert!(
+        a["metadata"]["name"] != b["metadata"]["name"]
+            || a["metadata"]["namespace"] != b["metadata"]["namespace"],
+        "the two TrafficExtensions would overwrite each other"
+    );
+}
+
+#[test]
+fn traffic_extension_idp_service_entry_is_applied_in_its_namespace() {
+    // serviceentry.yaml lives in istio-system with exportTo "." (for the gateway). The TrafficExtensions'
+    // comments say how to apply it in their own namespace; do that here and check the result is the
+    // ServiceEntry and DestinationRule of the JWKS cluster, in that namespace, still accepted by the CRD.
+    let se_text = example_text("serviceentry.yaml");
+    for file in TRAFFIC_EXTENSION_FILES {
+        let te = traffic_extension(file);
+        let ns = te["metadata"]["namespace"].as_str().expect("namespace");
+        assert_ne!(
+            ns, "istio-system",
+            "{file}: the example is for an application namespace"
+        );
+        let sed = format!("s/namespace: istio-system/namespace: {ns}/");
+        let text = example_text(file);
+        assert!(
+            text.contains(&format!(
+                "sed '{sed}' examples/istio/serviceentry.yaml | kubectl apply -f -"
+            )),
+            "{file}: the comment should say how to apply serviceentry.yaml in {ns}"
+        );
+        let moved = se_text.replace("namespace: istio-system", &format!("namespace: {ns}"));
+        let docs = yaml_documents(&moved);
+        assert_eq!(docs.len(), 2);
+        for d in &docs {
+            assert_eq!(d["metadata"]["namespace"], ns, "{file}: {}", d["kind"]);
+            assert_eq!(d["spec"]["exportTo"], json!(["."]));
+        }
+        let se = docs
+            .iter()
+            .find(|d| d["kind"] == "ServiceEntry")
+            .expect("ServiceEntry");
+        let errors = validate_spec(&service_entry_crd(), &se["spec"]);
+        assert!(errors.is_empty(), "{errors:#?}");
+        let config =
+            parse_plugin_config(&te["spec"]["wasm"]["pluginConfig"]).expect("valid config");
+        for provider in &config.providers {
+            if let jwt_guard::config::JwksSource::Remote(r) = &provider.jwks {
+                let host = r.cluster.rsplit('|').next().unwrap_or_default();
+                assert!(
+                    se["spec"]["hosts"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|h| h == host),
+                    "{file}: cluster {} is not the ServiceEntry's host",
+                    r.cluster
+                );
+                let dr = docs
+                    .iter()
+                    .find(|d| d["kind"] == "DestinationRule")
+                    .unwrap();
+                assert_eq!(dr["spec"]["host"], host);
+            }
+        }
+    }
+}
+
+// ---------- where Istio attaches an extension (its `match`), emulated ----------
+
+/// Istio's listener classes (`pilot/pkg/networking`). A waypoint builds its HTTP filters with the
+/// sidecar-inbound class and looks extensions up without a port (port 0).
+#[derive(Clone, Copy, Debug)]
+enum ListenerClass {
+    Gateway,
+    SidecarInbound,
+    SidecarOutbound,
+}
+
+/// Istio's `workloadModeForListenerClass`: a gateway's listeners are CLIENT traffic.
+fn workload_mode(class: ListenerClass) -> &'static str {
+    match class {
+        ListenerClass::Gateway | ListenerClass::SidecarOutbound => "CLIENT",
+        ListenerClass::SidecarInbound => "SERVER",
+    }
+}
+
+/// Istio's traffic-selector matching (`matchTrafficSelectors`, `matchMode`, `matchPorts`): whether an
+/// extension with this `match` list is put on a listener of `class` for destination `port` (0 when the
+/// lookup carries no port). No list, or an empty one, matches everything; otherwise any one selector
+/// must match both its mode (absent, UNDEFINED and CLIENT_AND_SERVER match every class) and, if it lists
+/// ports, the port.
+fn istio_attaches(matches: &Value, class: ListenerClass, port: u64) -> bool {
+    let selectors = matches.as_array().map(Vec::as_slice).unwrap_or_default();
+    if selectors.is_empty() {
+        return true;
+    }
+    selectors.iter().any(|sel| {
+        let mode_ok = match sel["mode"].as_str() {
+            None | Some("UNDEFINED" | "CLIENT_AND_SERVER") => true,
+            Some(mode) => mode == workload_mode(class),
+        };
+        let ports = sel["ports"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let port_ok = ports.is_empty()
+            || ports
+                .iter()
+                .any(|p| p["number"].as_u64().is_some_and(|n| n != 0 && n == port));
+        mode_ok && port_ok
+    })
+}
+
+/// What keeps a waypoint from applying this spec: waypoints ignore `selector` policies and need
+/// `targetRefs` to a Service (`group: ""` or `core`) or to the waypoint Gateway, in the same namespace.
+fn waypoint_attachment_problems(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if has(spec, "selector") {
+        out.push("a waypoint ignores `selector`".to_owned());
+    }
+    let refs = spec["targetRefs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if refs.is_empty() {
+        out.push("a waypoint needs `targetRefs`".to_owned());
+    }
+    for r in refs {
+        let group = r["group"].as_str().unwrap_or_default();
+        let kind = r["kind"].as_str().unwrap_or_default();
+        let ok = matches!(
+            (group, kind),
+            ("" | "core", "Service") | ("gateway.networking.k8s.io", "Gateway")
+        );
+        if !ok {
+            out.push(format!(
+                "targetRef {group}/{kind} does not attach to a waypoint"
+            ));
+        }
+    }
+    if !istio_attaches(&spec["match"], ListenerClass::SidecarInbound, 0) {
+        out.push("`match` never matches a waypoint's filter chain".to_owned());
+    }
+    out
+}
+
+#[test]
+fn extensions_attach_to_the_traffic_they_are_meant_for() {
+    // The ingress gateway's WasmPlugin: on the gateway's listeners, for each port it lists.
+    let wp = find_doc("WasmPlugin")["spec"].clone();
+    assert_eq!(
+        wp["selector"]["matchLabels"],
+        json!({ "istio": "ingressgateway" })
+    );
+    let ports: Vec<u64> = wp["match"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["number"].as_u64())
+        .collect();
+    assert!(
+        !ports.is_empty(),
+        "the WasmPlugin should name the gateway's ports"
+    );
+    for port in ports {
+        assert!(
+            istio_attaches(&wp["match"], ListenerClass::Gateway, port),
+            "wasmplugin.yaml: Istio would not attach the plugin to the gateway's port {port}"
+        );
+    }
+    // The sidecar: chosen by label; on the application's inbound port, and not on its outgoing calls.
+    let sidecar = traffic_extension(SIDECAR_EXTENSION)["spec"].clone();
+    assert!(
+        sidecar["selector"]["matchLabels"].is_object(),
+        "sidecars are selected by label"
+    );
+    assert!(!has(&sidecar, "targetRefs"));
+    assert!(
+        sidecar["selector"]["matchLabels"].get("istio").is_none(),
+        "the sidecar example must not select the ingress gateway"
+    );
+    let inbound: Vec<u64> = sidecar["match"][0]["ports"]
+        .as_array()
+        .expect("the application's port")
+        .iter()
+        .filter_map(|p| p["number"].as_u64())
+        .collect();
+    for port in &inbound {
+        assert!(istio_attaches(
+            &sidecar["match"],
+            ListenerClass::SidecarInbound,
+            *port
+        ));
+        assert!(!istio_attaches(
+            &sidecar["match"],
+            ListenerClass::SidecarOutbound,
+            *port
+        ));
+    }
+    assert!(!istio_attaches(
+        &sidecar["match"],
+        ListenerClass::Gateway,
+        inbound[0]
+    ));
+    // The waypoint: targetRefs only, and a match that a waypoint's (portless) lookup satisfies.
+    let waypoint = traffic_extension(WAYPOINT_EXTENSION)["spec"].clone();
+    let problems = waypoint_attachment_problems(&waypoint);
+    assert!(problems.is_empty(), "{WAYPOINT_EXTENSION}: {problems:#?}");
+}
+
+#[test]
+fn crd_files_match_the_sha256_in_source_md() {
+    use sha2::{Digest, Sha256};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/istio");
+    let source = std::fs::read_to_string(dir.join("SOURCE.md")).expect("SOURCE.md");
+    for file in CRD_FILES {
+        let marker = format!("sha256 of `{file}`:");
+        let at = source
+            .find(&marker)
+            .unwrap_or_else(|| panic!("SOURCE.md records no sha256 of {file}"));
+        let recorded = source[at + marker.len()..]
+            .split('`')
+            .nth(1)
+            .expect("a `hash` after the marker");
+        let bytes = std::fs::read(dir.join(file)).expect("readable");
+        let actual: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            recorded, actual,
+            "{file} is not the copy SOURCE.md describes"
+        );
+    }
 }
 
 // ---------- negative tests: the checks above do catch real mistakes ----------
@@ -793,6 +1169,169 @@ fn cel_rules_are_emulated_and_enforced() {
         }}}),
     };
     assert_refused(&validate_spec(&crd, &json!({})), "has no emulation");
+}
+
+fn mutated_traffic_extension(file: &str, edit: impl FnOnce(&mut Value)) -> Vec<String> {
+    let mut te = traffic_extension(file);
+    edit(&mut te["spec"]);
+    validate_spec(&traffic_extension_crd(), &te["spec"])
+}
+
+#[test]
+fn traffic_extension_crd_refuses_mistakes() {
+    for file in TRAFFIC_EXTENSION_FILES {
+        // Required fields.
+        assert_refused(
+            &mutated_traffic_extension(file, |s| {
+                s["wasm"].as_object_mut().unwrap().remove("url");
+            }),
+            "\"url\" is a required property",
+        );
+        // Neither wasm nor lua (the schema's oneOf admits it; only the CEL rule refuses it)...
+        let errors = mutated_traffic_extension(file, |s| {
+            s.as_object_mut().unwrap().remove("wasm");
+        });
+        assert_refused(&errors, "exactly one of wasm or lua must be set");
+        // ...and both.
+        let errors = mutated_traffic_extension(file, |s| {
+            s["lua"] = json!({ "inlineCode": "function envoy_on_request(h) end" });
+        });
+        assert_refused(&errors, "exactly one of wasm or lua must be set");
+        assert_refused(
+            &errors,
+            "more than one of the schemas listed in the 'oneOf'",
+        );
+        // A WasmPlugin carried over without moving its fields under `wasm`.
+        let errors = mutated_traffic_extension(file, |s| {
+            let wasm = s.as_object_mut().unwrap().remove("wasm").unwrap();
+            for (k, v) in wasm.as_object().unwrap() {
+                s[k.as_str()] = v.clone();
+            }
+        });
+        assert_refused(&errors, "exactly one of wasm or lua must be set");
+        assert_refused(&errors, "'url'");
+        assert_refused(&errors, "'pluginConfig'");
+        // WasmPlugin-only spellings.
+        assert_refused(
+            &mutated_traffic_extension(file, |s| s["phase"] = json!("UNSPECIFIED_PHASE")),
+            "spec/phase",
+        );
+        assert_refused(
+            &mutated_traffic_extension(file, |s| {
+                s["targetRef"] = json!({ "kind": "Service", "name": "portal" });
+            }),
+            "'targetRef'",
+        );
+        // Typos and bad values inside `wasm`.
+        assert_refused(
+            &mutated_traffic_extension(file, |s| {
+                let v = s["wasm"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("failStrategy")
+                    .unwrap();
+                s["wasm"]["failStrategey"] = v;
+            }),
+            "failStrategey",
+        );
+        assert_refused(
+            &mutated_traffic_extension(file, |s| s["wasm"]["failStrategy"] = json!("FAIL_CLOSED")),
+            "spec/wasm/failStrategy",
+        );
+        assert_refused(
+            &mutated_traffic_extension(file, |s| s["wasm"]["sha256"] = json!("sha256:0123")),
+            "spec/wasm/sha256",
+        );
+        assert_refused(
+            &mutated_traffic_extension(file, |s| {
+                s["wasm"]["url"] = json!("ftp://registry.example.com/jwt-guard.wasm");
+            }),
+            "url must have schema",
+        );
+        // pluginConfig is free-form for the CRD; jwt-guard's parser is what catches a typo in it.
+        let errors = mutated_traffic_extension(file, |s| {
+            s["wasm"]["pluginConfig"]["providers"]["corp"]["audiance"] = json!(["x"]);
+        });
+        assert!(errors.is_empty(), "{errors:#?}");
+        let mut config = traffic_extension(file)["spec"]["wasm"]["pluginConfig"].clone();
+        config["providers"]["corp"]["audiance"] = json!(["api://portal"]);
+        let e = parse_plugin_config(&config).unwrap_err();
+        assert!(e.to_string().contains("audiance"), "{e}");
+    }
+    // selector and targetRefs together; a cross-namespace targetRef.
+    assert_refused(
+        &mutated_traffic_extension(SIDECAR_EXTENSION, |s| {
+            s["targetRefs"] = json!([{ "kind": "Service", "group": "", "name": "portal" }]);
+        }),
+        "only one of targetRefs or selector",
+    );
+    assert_refused(
+        &mutated_traffic_extension(WAYPOINT_EXTENSION, |s| {
+            s["selector"] = json!({ "matchLabels": { "app": "portal" } });
+        }),
+        "only one of targetRefs or selector",
+    );
+    assert_refused(
+        &mutated_traffic_extension(WAYPOINT_EXTENSION, |s| {
+            s["targetRefs"][0]["namespace"] = json!("other");
+        }),
+        "cross namespace referencing is not currently supported",
+    );
+    assert_refused(
+        &mutated_traffic_extension(WAYPOINT_EXTENSION, |s| {
+            s["targetRefs"][0]["kind"] = json!("");
+        }),
+        "spec/targetRefs/0/kind",
+    );
+}
+
+#[test]
+fn attachment_mistakes_are_caught() {
+    // The mistake wasmplugin.yaml used to have: SERVER on a gateway is never attached there.
+    let wp = find_doc("WasmPlugin")["spec"].clone();
+    let mut server = wp["match"].clone();
+    server[0]["mode"] = json!("SERVER");
+    assert!(!istio_attaches(&server, ListenerClass::Gateway, 8080));
+    assert!(istio_attaches(&wp["match"], ListenerClass::Gateway, 8080));
+    assert!(!istio_attaches(&wp["match"], ListenerClass::Gateway, 9090));
+    // A sidecar extension on CLIENT would filter the application's outgoing calls, not its inbound ones.
+    let sidecar = traffic_extension(SIDECAR_EXTENSION)["spec"].clone();
+    let mut client = sidecar["match"].clone();
+    client[0]["mode"] = json!("CLIENT");
+    assert!(!istio_attaches(
+        &client,
+        ListenerClass::SidecarInbound,
+        8080
+    ));
+    // No match list, or an empty selector: everything.
+    assert!(istio_attaches(&Value::Null, ListenerClass::Gateway, 1));
+    assert!(istio_attaches(
+        &json!([{}]),
+        ListenerClass::SidecarOutbound,
+        1
+    ));
+    // Waypoints: ports in the match, a selector, or a target kind a waypoint cannot take.
+    let waypoint = traffic_extension(WAYPOINT_EXTENSION)["spec"].clone();
+    let mut with_ports = waypoint.clone();
+    with_ports["match"][0]["ports"] = json!([{ "number": 8080 }]);
+    assert_refused(&waypoint_attachment_problems(&with_ports), "never matches");
+    let mut by_label = waypoint.clone();
+    by_label.as_object_mut().unwrap().remove("targetRefs");
+    by_label["selector"] = json!({ "matchLabels": { "app": "portal" } });
+    let problems = waypoint_attachment_problems(&by_label);
+    assert_refused(&problems, "ignores `selector`");
+    assert_refused(&problems, "needs `targetRefs`");
+    let mut deployment = waypoint.clone();
+    deployment["targetRefs"][0] =
+        json!({ "group": "apps", "kind": "Deployment", "name": "portal" });
+    assert_refused(
+        &waypoint_attachment_problems(&deployment),
+        "apps/Deployment",
+    );
+    let mut gateway = waypoint;
+    gateway["targetRefs"][0] =
+        json!({ "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint" });
+    assert!(waypoint_attachment_problems(&gateway).is_empty());
 }
 
 #[test]
