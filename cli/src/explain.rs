@@ -334,7 +334,7 @@ fn trace(config: &Config, req: &Request, headers: &[(String, String)], now_ms: u
         } => {
             t.step = "authenticate";
             t.rule = Some((rule.name.clone(), rule.mode));
-            let run = |_: &Rule| {
+            let traced = || {
                 authenticate_traced(
                     config,
                     requirement,
@@ -343,18 +343,10 @@ fn trace(config: &Config, req: &Request, headers: &[(String, String)], now_ms: u
                     &Inline(config),
                     now_ms,
                 )
-                .0
             };
-            let (outcome, stop) = authenticate_traced(
-                config,
-                requirement,
-                &tokens,
-                &presentation,
-                &Inline(config),
-                now_ms,
-            );
+            let (outcome, stop) = traced();
             t.checks = check_lines(config, requirement, &tokens, &outcome, stop, now_ms / 1000);
-            t.shadow = shadow_of(config, rule, run);
+            t.shadow = shadow_of(config, rule, |_| traced().0);
             let plan = policy::plan(config, rule, outcome);
             t.decision = plan.outcome.code().to_owned();
             t.reason = plan.reason.to_owned();
