@@ -144,7 +144,9 @@ fn is_unreserved(b: u8) -> bool {
 
 /// `scheme://authority/path` without query and fragment, normalised as RFC 3986 §6.2.2–6.2.3 does:
 /// scheme and host lowercase, the default port removed, percent-encodings of unreserved characters
-/// decoded and the others in uppercase hex, an empty path `/`. `None` for anything else.
+/// decoded and the others in uppercase hex, dot segments removed (§5.2.4), an empty path `/`; and
+/// runs of `/` merged into one, as Envoy's `merge_slashes` (set in every shipped bootstrap) does to
+/// the path before the filter sees it. `None` for anything else.
 pub fn normalize_uri(uri: &str) -> Option<String> {
     let (scheme, rest) = uri.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -166,7 +168,7 @@ pub fn normalize_uri(uri: &str) -> Option<String> {
     if let Some(stripped) = authority.strip_suffix(default_port) {
         authority = stripped.to_owned();
     }
-    let mut out = format!("{scheme}://{authority}");
+    let mut path_out = String::new();
     let bytes = path.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -175,19 +177,48 @@ pub fn normalize_uri(uri: &str) -> Option<String> {
             let hex = bytes.get(i + 1..i + 3)?;
             let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
             if is_unreserved(v) {
-                out.push(v as char);
+                path_out.push(v as char);
             } else {
-                out.push_str(&format!("%{v:02X}"));
+                path_out.push_str(&format!("%{v:02X}"));
             }
             i += 3;
         } else if b.is_ascii_graphic() {
-            out.push(b as char);
+            path_out.push(b as char);
             i += 1;
         } else {
             return None;
         }
     }
-    Some(out)
+    Some(format!(
+        "{scheme}://{authority}{}",
+        remove_dot_segments(&path_out)
+    ))
+}
+
+/// RFC 3986 §5.2.4 on an absolute path, with empty segments (`//`) merged.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = path.split('/').collect();
+    let last = parts.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, part) in parts.iter().enumerate() {
+        match *part {
+            "" | "." => trailing_slash = i == last && i > 0,
+            ".." => {
+                segments.pop();
+                trailing_slash = i == last;
+            }
+            p => {
+                segments.push(p);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = format!("/{}", segments.join("/"));
+    if trailing_slash && !segments.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// The `htu` a proof must carry for this request: `base` (the configured external base URL, or the
@@ -364,7 +395,9 @@ fn check_proof(jkt: &str, token: &[u8], p: &Presentation, env: &Env<'_>) -> Resu
     }
     let jti = text("jti")
         .filter(|j| !j.is_empty() && j.len() <= 256)
-        .ok_or(bad("DPoP proof has no jti"))?;
+        .ok_or(bad(
+            "DPoP proof jti is missing, empty or longer than 256 characters",
+        ))?;
     let (_, key) = parse_jwk_value(&Value::Object(jwk.clone()))
         .map_err(|_| bad("DPoP proof jwk is not a usable public key"))?;
     let signing_input = &proof[..header_b64.len() + 1 + payload_b64.len()];
@@ -496,6 +529,20 @@ mod tests {
             n("https://h/%7euser/%2f%41").as_deref(),
             Some("https://h/~user/%2FA")
         );
+        // Dot segments (RFC 3986 §5.2.4) and repeated slashes, as Envoy's normalize_path and
+        // merge_slashes leave the path the filter sees.
+        for (given, want) in [
+            ("https://h/a/x/../b", "https://h/a/b"),
+            ("https://h/a/./b", "https://h/a/b"),
+            ("https://h/a//b", "https://h/a/b"),
+            ("https://h/a/b/..", "https://h/a/"),
+            ("https://h/../../a", "https://h/a"),
+            ("https://h/a/%2E%2E/b", "https://h/b"),
+            ("https://h/a/", "https://h/a/"),
+            ("https://h/", "https://h/"),
+        ] {
+            assert_eq!(n(given).as_deref(), Some(want), "{given}");
+        }
         for bad in [
             "ftp://h/",
             "https://",

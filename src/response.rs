@@ -57,8 +57,11 @@ pub fn deny_response_shaped(denial: &Denial, realm: &str, denials: &Denials) -> 
         Denial::InvalidDpopProof(_) | Denial::DpopReplay => (401, Some("invalid_dpop_proof")),
         _ => (401, Some("invalid_token")),
     };
-    // RFC 9449 §7.1: DPoP failures are answered with a DPoP challenge naming the proof algorithms.
+    // RFC 9449 §7.1: DPoP failures, and the 401s of a route that needs DPoP, are answered with a
+    // DPoP challenge naming the proof algorithms.
+    let dpop_route = denials.dpop_challenge && status == 401;
     let scheme = match denial {
+        Denial::MtlsBinding(_) => format!("Bearer realm=\"{realm}\""),
         Denial::InvalidDpopProof(_)
         | Denial::DpopReplay
         | Denial::DpopBinding(_)
@@ -68,15 +71,16 @@ pub fn deny_response_shaped(denial: &Denial, realm: &str, denials: &Denials) -> 
                 crate::binding::PROOF_ALGS
             )
         }
+        _ if dpop_route => format!(
+            "DPoP realm=\"{realm}\", algs=\"{}\"",
+            crate::binding::PROOF_ALGS
+        ),
         _ => format!("Bearer realm=\"{realm}\""),
     };
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     match (status, error) {
         (503, _) => headers.push(("retry-after".to_owned(), RETRY_AFTER_SECS.to_string())),
-        (_, None) if status == 401 => headers.push((
-            "www-authenticate".to_owned(),
-            format!("Bearer realm=\"{realm}\""),
-        )),
+        (_, None) if status == 401 => headers.push(("www-authenticate".to_owned(), scheme)),
         (_, Some(error)) => {
             // RFC 6750 §3: `scope` names what the resource needs; it comes from config, never from
             // the request, and config validation keeps it free of quotes and control characters.

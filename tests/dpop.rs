@@ -603,3 +603,17 @@ fn the_thumbprint_is_rfc_7638s() {
         "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
     );
 }
+
+#[test]
+fn a_route_that_needs_dpop_challenges_with_dpop() {
+    let (host, mut engine) = vm();
+    let algs = "algs=\"RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA\"";
+    let r = send(&host, &mut engine, 10, &get("/orders", None, vec![])).unwrap();
+    assert_eq!((r.status, code(&r)), (401, "missing".to_owned()));
+    assert_eq!(challenge(&r), format!("DPoP realm=\"api\", {algs}"));
+    // A route that needs no binding keeps the Bearer challenge; an mtls one too.
+    let r = send(&host, &mut engine, 11, &get("/", None, vec![])).unwrap();
+    assert_eq!(challenge(&r), "Bearer realm=\"api\"");
+    let r = send(&host, &mut engine, 12, &get("/mtls", None, vec![])).unwrap();
+    assert_eq!(challenge(&r), "Bearer realm=\"api\"");
+}

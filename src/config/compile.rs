@@ -119,12 +119,15 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         let matcher = compile_match(&format!("{f}.match"), &r.matcher)?;
-        let rule_denials = match &r.denials {
+        let mut rule_denials = match &r.denials {
             None => denials.clone(),
             Some(d) => compile_denials(&format!("{f}.denials"), d)?,
         };
         let requires =
             compile_requirement(&format!("{f}.requires"), r.requires.as_ref(), &index_of)?;
+        rule_denials.dpop_challenge = requires
+            .as_ref()
+            .is_some_and(|q| matches!(q.binding, Binding::Dpop | Binding::Any));
         rules.push(Rule {
             name,
             matcher,
@@ -343,6 +346,7 @@ fn compile_denials(f: &str, raw: &RawDenials) -> Result<Denials, ConfigError> {
     Ok(Denials {
         strip_details: raw.strip_details.unwrap_or(false),
         body_template: raw.body_template.clone(),
+        dpop_challenge: false,
     })
 }
 

@@ -322,6 +322,9 @@ pub struct Denials {
     pub strip_details: bool,
     /// The JSON body with `{status}`, `{error}`, `{code}`, `{message}` in its strings replaced.
     pub body_template: Option<serde_json::Value>,
+    /// The rule needs DPoP (`binding: dpop` or `any`): its 401 challenges are `DPoP` ones, so a
+    /// client without a token learns which scheme and algorithms to use (RFC 9449 §7.1).
+    pub dpop_challenge: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

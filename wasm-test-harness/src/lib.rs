@@ -2,6 +2,8 @@
 //!
 //! - [`keys`]: pre-generated fixture keys and the published JWKS.
 //! - [`tokens`]: token minting (valid, arbitrary-header and malformed).
+//! - [`dpop`]: DPoP proofs, RFC 7638 thumbprints, DPoP- and certificate-bound tokens.
+//! - [`tls`]: a test PKI (openssl), TLS listener templates, HTTPS requests (curl).
 //! - [`idp`]: mock identity provider serving /jwks.json (with failure modes) and /mint.
 //! - [`echo`]: upstream that echoes and records requests.
 //! - [`envoy`]: renders a bootstrap template and runs a real Envoy.
@@ -11,12 +13,14 @@ pub mod args;
 pub mod bench;
 pub mod check;
 pub mod client;
+pub mod dpop;
 pub mod echo;
 pub mod envoy;
 pub mod idp;
 pub mod keys;
 pub mod server;
 pub mod stack;
+pub mod tls;
 pub mod tokens;
 
 pub use client::{http_get, http_request, Response};

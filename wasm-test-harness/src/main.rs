@@ -157,6 +157,7 @@ fn demo(args: &Args) -> Result<(), String> {
             upstream_port: upstream.port(),
             concurrency,
             edge_settings: EdgeSettings::Shipped,
+            mounts: Vec::new(),
         },
         port,
         admin_port,

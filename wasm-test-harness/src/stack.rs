@@ -5,6 +5,7 @@
 use crate::client::{try_http_request, Response};
 use crate::envoy::{EdgeSettings, Envoy, EnvoyOptions};
 use crate::{EchoUpstream, MockIdp, RecordedRequest};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub struct Stack {
@@ -31,14 +32,46 @@ impl Stack {
         concurrency: usize,
         edge_settings: EdgeSettings,
     ) -> Stack {
+        Stack::with_options(
+            idp,
+            EnvoyOptions {
+                plugin_config,
+                concurrency,
+                edge_settings,
+                ..EnvoyOptions::default()
+            },
+        )
+    }
+
+    /// Like `new`, with Envoy rendered from another bootstrap template (the placeholders of
+    /// [`EnvoyOptions::template`]), e.g. one whose listener terminates TLS. The files the template
+    /// names live in its directory, which a containerised Envoy gets mounted read-only.
+    pub fn with_template(
+        idp: MockIdp,
+        plugin_config: String,
+        concurrency: usize,
+        template: PathBuf,
+    ) -> Stack {
+        Stack::with_options(
+            idp,
+            EnvoyOptions {
+                plugin_config,
+                concurrency,
+                mounts: template.parent().map(PathBuf::from).into_iter().collect(),
+                template,
+                ..EnvoyOptions::default()
+            },
+        )
+    }
+
+    /// A fresh echo upstream and Envoy from `opts`, its IdP and upstream ports set to `idp`'s and
+    /// the echo's.
+    pub fn with_options(idp: MockIdp, opts: EnvoyOptions) -> Stack {
         let echo = EchoUpstream::start();
         let opts = EnvoyOptions {
-            plugin_config,
             idp_port: idp.port(),
             upstream_port: echo.port(),
-            concurrency,
-            edge_settings,
-            ..EnvoyOptions::default()
+            ..opts
         };
         let envoy = Envoy::start(opts).unwrap_or_else(|e| panic!("envoy did not start: {e}"));
         Stack { idp, echo, envoy }

@@ -22,6 +22,7 @@ fn noop_options(upstream: &EchoUpstream, idp: &MockIdp, plugin_config: &str) -> 
         upstream_port: upstream.port(),
         concurrency: 2,
         edge_settings: EdgeSettings::Shipped,
+        mounts: Vec::new(),
     }
 }
 

@@ -50,6 +50,21 @@ impl Envoy {
         self.admin_port
     }
 
+    /// The port Envoy bound for the listener named `name` (from the admin `/listeners`): for a
+    /// bootstrap with more listeners than the one [`Envoy::listen_port`] reports.
+    pub fn listener_port(&self, name: &str) -> Result<u16, String> {
+        let r = self.admin_get("/listeners?format=json")?;
+        let v: serde_json::Value = serde_json::from_str(&r.body)
+            .map_err(|e| format!("/listeners: bad JSON ({e}): {}", r.body))?;
+        v["listener_statuses"]
+            .as_array()
+            .and_then(|all| all.iter().find(|l| l["name"] == name))
+            .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+            .filter(|p| *p != 0)
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| format!("/listeners: no bound listener {name:?}: {}", r.body))
+    }
+
     /// Temp dir holding the rendered config and the log (removed on drop unless panicking/KEEP_ENVOY_TMP);
     /// for a [`Launch`](super::Launch), its directory (always kept).
     pub fn temp_dir(&self) -> &Path {

@@ -92,7 +92,7 @@ fn spawn_process(
         .map_err(|e| format!("cannot create {}: {e}", p.log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let mut mounts: Vec<(&Path, bool)> = vec![(&p.dir, false), (&p.config_path, true)];
-    mounts.extend(wasm.iter().filter(|w| w.is_file()).map(|w| (*w, true)));
+    mounts.extend(wasm.iter().filter(|w| w.exists()).map(|w| (*w, true)));
     let (mut cmd, container) = runner.command(&mounts);
     cmd.arg("-c")
         .arg(&p.config_path)
@@ -204,12 +204,15 @@ impl Envoy {
             .as_ref()
             .map(|(_, s)| s.listen_port)
             .unwrap_or(listen_port);
+        let mounted: Vec<&Path> = std::iter::once(opts.wasm.as_path())
+            .chain(opts.mounts.iter().map(PathBuf::as_path))
+            .collect();
         let mut envoy = run_prepared(
             &runner,
             p,
             opts.concurrency,
             LOG_LEVEL,
-            &[&opts.wasm],
+            &mounted,
             MAIN_LISTENER,
         )?;
         // LDS mode: the listener may be rejected, which wait_lds_applied reports; do not wait for it here.

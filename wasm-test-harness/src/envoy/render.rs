@@ -115,6 +115,9 @@ pub struct EnvoyOptions {
     pub concurrency: usize,
     /// The HCM's underscore-header and trailing-host-dot settings: as shipped, or Envoy's defaults.
     pub edge_settings: EdgeSettings,
+    /// Files or directories the bootstrap names (certificates, say): in container mode they are
+    /// mounted read-only at the same path.
+    pub mounts: Vec<PathBuf>,
 }
 
 impl Default for EnvoyOptions {
@@ -128,6 +131,7 @@ impl Default for EnvoyOptions {
             upstream_port: 0,
             concurrency: 2,
             edge_settings: EdgeSettings::Shipped,
+            mounts: Vec::new(),
         }
     }
 }
