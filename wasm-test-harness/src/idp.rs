@@ -30,6 +30,7 @@ struct State {
     discovery_requests: usize,
     jwks_requests: usize,
     requests: Vec<String>,
+    user_agents: Vec<Option<String>>,
 }
 
 /// A running mock IdP on 127.0.0.1:<free port>. Stops when dropped.
@@ -55,6 +56,7 @@ impl MockIdp {
             discovery_requests: 0,
             jwks_requests: 0,
             requests: Vec::new(),
+            user_agents: Vec::new(),
         }));
         let server = serve(&state, port)?;
         Ok(MockIdp {
@@ -123,6 +125,11 @@ impl MockIdp {
         self.lock().requests.clone()
     }
 
+    /// The `user-agent` of every request so far, in order (`None` where there was none).
+    pub fn user_agents(&self) -> Vec<Option<String>> {
+        self.lock().user_agents.clone()
+    }
+
     /// Wait until at least `n` JWKS requests have been seen; false on timeout.
     pub fn wait_for_jwks_requests(&self, n: usize, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
@@ -147,9 +154,16 @@ fn serve(state: &Arc<Mutex<State>>, port: u16) -> std::io::Result<HttpServer> {
 
 fn handle(state: &Mutex<State>, req: &Request) -> Reply {
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-    lock()
-        .requests
-        .push(format!("{} {}", req.method, req.target));
+    {
+        let mut s = lock();
+        s.requests.push(format!("{} {}", req.method, req.target));
+        let user_agent = req
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("user-agent"))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        s.user_agents.push(user_agent);
+    }
     match (req.method.as_str(), req.path()) {
         ("GET", "/jwks.json") => {
             let (behavior, jwks) = {
