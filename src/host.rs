@@ -120,6 +120,9 @@ pub struct FakeStream {
     /// Served instead of `headers` when set: a malformed serialized map, say.
     pub raw_headers: Option<Vec<u8>>,
     pub response: Option<FakeResponse>,
+    /// Properties of this stream's connection and request (`connection.…`), read only while it is
+    /// the current stream.
+    pub properties: BTreeMap<String, Vec<u8>>,
     pub resumed: u32,
     /// How often the route was to be matched again.
     pub route_cleared: u32,
@@ -335,7 +338,13 @@ impl Host for FakeHost {
 
     fn get_property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
         self.allowed("get_property")?;
-        Ok(self.readable.borrow().get(&path.join(".")).cloned())
+        let key = path.join(".");
+        let of_stream = self
+            .streams
+            .borrow()
+            .get(&self.current.get())
+            .and_then(|s| s.properties.get(&key).cloned());
+        Ok(of_stream.or_else(|| self.readable.borrow().get(&key).cloned()))
     }
 
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostStatus> {

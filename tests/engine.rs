@@ -663,3 +663,37 @@ fn with_rules_on_route_names_a_request_with_client_identity_headers_is_refused()
         "the public by-route rule"
     );
 }
+
+#[test]
+fn a_parked_mtls_bound_request_is_decided_with_its_own_connection() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(b"client certificate DER");
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+    let claims = json!({"iss": ISS, "aud": "api", "sub": "carol", "iat": NOW_S, "exp": NOW_S + 600,
+                        "cnf": {"x5t#S256": x5t}});
+    let bound = rs256_token(&rsa_private("rsa-1"), "rsa-1", &claims);
+    let (host, mut engine) = vm(&plain());
+    assert_eq!(
+        request(&host, &mut engine, 10, "/orders", Some(&bound)),
+        Flow::Pause
+    );
+    host.streams
+        .borrow_mut()
+        .get_mut(&10)
+        .unwrap()
+        .properties
+        .insert(
+            "connection.sha256_peer_certificate_digest".to_owned(),
+            hex.into_bytes(),
+        );
+    tick(&host, &mut engine);
+    answer(&host, &mut engine, "200", &jwks());
+    let s = host.stream(10);
+    assert!(s.response.is_none(), "{:?}", s.response);
+    assert_eq!(
+        (s.resumed, s.header("x-user").as_deref()),
+        (1, Some("carol"))
+    );
+}

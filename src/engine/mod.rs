@@ -75,6 +75,8 @@ struct InFlight {
 /// What a request parked until its provider's keys arrive needs to be decided and resumed (its
 /// stream and deadline are kept by `Waiters`).
 struct Waiter {
+    /// Its stream (also the key of its place in `Waiters`), made effective to decide it.
+    context_id: u32,
     rule: RuleRef,
     tokens: crate::extractor::Tokens,
     presentation: crate::binding::Presentation,

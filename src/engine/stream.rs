@@ -117,6 +117,7 @@ impl<H: Host + Clone> Engine<H> {
                 context_id,
                 now.saturating_add(config.jwks_wait_timeout_ms),
                 Waiter {
+                    context_id,
                     rule: RuleRef::of(&config, rule),
                     tokens,
                     presentation,
@@ -308,9 +309,15 @@ impl<H: Host + Clone> Engine<H> {
             return;
         };
         let mut waiters = std::mem::take(&mut self.waiters);
-        let decided = waiters.drain(now, |w, may_wait| match w.rule.get(&config) {
-            None => Outcome::Deny(Denial::NoRule),
-            Some(rule) => self.decide(&config, rule, &w.tokens, &w.presentation, now, may_wait),
+        let decided = waiters.drain(now, |w, may_wait| {
+            // Deciding may read the stream's connection (its client certificate): in its context.
+            if self.host.set_effective_context(w.context_id).is_err() {
+                return Outcome::Deny(Denial::Internal); // the stream is gone; nothing is sent
+            }
+            match w.rule.get(&config) {
+                None => Outcome::Deny(Denial::NoRule),
+                Some(rule) => self.decide(&config, rule, &w.tokens, &w.presentation, now, may_wait),
+            }
         });
         self.waiters = waiters;
         for (p, outcome) in decided {
