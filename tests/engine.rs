@@ -625,46 +625,6 @@ fn denials_can_hide_their_detail_or_take_a_body_template_and_metrics_stay_exact(
 }
 
 #[test]
-fn with_rules_on_route_names_a_request_with_client_identity_headers_is_refused() {
-    let mut cfg = plain();
-    cfg["rules"].as_array_mut().unwrap().insert(
-        0,
-        json!({"name": "by-route", "match": {"route_name": "special"}}),
-    );
-    let (host, mut engine) = ready(&cfg);
-    host.readable
-        .borrow_mut()
-        .insert("xds.route_name".to_owned(), b"special".to_vec());
-    // `request` sends a forged `x-user`: the route Envoy chose may depend on it.
-    assert_eq!(
-        request(&host, &mut engine, 10, "/orders", Some(&token("alice"))),
-        Flow::Pause
-    );
-    let r = response(&host, 10);
-    assert_eq!(
-        (r.status, r.body.contains("invalid_request")),
-        (400, true),
-        "{}",
-        r.body
-    );
-    assert!(host.stream(10).header("x-user").is_none(), "removed first");
-    // Without one, the route name picks the rule.
-    host.open(
-        11,
-        &[
-            (":method", "GET"),
-            (":path", "/orders"),
-            (":authority", "api.test"),
-        ],
-    );
-    assert_eq!(
-        engine.on_request_headers(11),
-        Flow::Continue,
-        "the public by-route rule"
-    );
-}
-
-#[test]
 fn a_parked_mtls_bound_request_is_decided_with_its_own_connection() {
     use base64::Engine as _;
     use sha2::Digest as _;

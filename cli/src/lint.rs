@@ -209,6 +209,17 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
             }
         }
     }
+    if let Some(i) = config
+        .rules
+        .iter()
+        .position(|r| r.matcher.route_name.is_some())
+    {
+        warn(
+            format!("rules[{i}].match.route_name"),
+            name(i),
+            "Envoy picks the route from the client's headers before the filter strips identity headers: no Envoy route these rules name may match on x-user-*, x-tenant-* or other identity headers".to_owned(),
+        );
+    }
     if config.rules.is_empty() && config.default_rule.is_none() {
         warn(
             "rules".to_owned(),

@@ -45,22 +45,8 @@ impl<H: Host + Clone> Engine<H> {
             token_hash: None,
         };
         let route_name = if config.uses_route_names {
-            // Envoy chose the route before this filter ran, from the headers as the client sent them,
-            // and reports that route's name even after they change. A client identity header (which
-            // a route may match on, `x-tenant-id` say) could so pick the rule: such a request is
-            // refused, its headers removed first.
-            let names = all.names();
-            let strip = crate::headers::to_strip(&config, names.iter().copied());
-            if !strip.is_empty() {
-                for n in &strip {
-                    let _ = self.host.remove_request_header(n);
-                }
-                let denial = Denial::InvalidRequest(
-                    "identity headers from the client where rules match on Envoy's route",
-                );
-                self.deny_without_rule(&config, denial, &ctx);
-                return Flow::Pause;
-            }
+            // The name of the route Envoy chose from the headers as the client sent them (Envoy keeps
+            // reporting it after they change): see `match.route_name` in the README.
             self.host
                 .get_property(&["xds", "route_name"])
                 .ok()
