@@ -431,7 +431,7 @@ impl Default for DpopSettings {
         DpopSettings {
             iat_window_secs: 60,
             external_base: None,
-            replay_capacity: 65_536,
+            replay_capacity: 262_144,
         }
     }
 }

@@ -8,20 +8,24 @@
 //! `ours-wasm` (the same with `"signature_backend": "wasm"`) and `ours-shadow` (jwt-guard, shadow). Every
 //! route is a direct response. Workloads, per algorithm (RS256 rsa-1, ES256 ec-1, ES384 ec-384 once the
 //! harness can mint it): `hot` (one valid token), `cold` (N distinct valid tokens) and `mix` (N distinct
-//! tokens: half valid, a quarter expired, a quarter with a bad signature); see [`measured`] for which
-//! configuration runs which workload. Rounds are interleaved (round > (alg, workload) > config, config
-//! order rotated per round), one wrk at a time; each cell reports the median over rounds of req/s, latency
-//! and CPU µs per request (the configuration's Envoy processes' CPU time over the wrk run ÷ requests).
+//! tokens: half valid, a quarter expired, a quarter with a bad signature); and once, under [`DPOP_ALG`]
+//! only, `dpop` (one DPoP-bound ES256 token, so the verified-token cache serves it, and a fresh ES256 proof
+//! per request, minted right before each wrk run: each request costs one proof signature check and one
+//! replay-memory record); see [`measured`] and [`runs_on`] for which configuration runs which workload.
+//! Rounds are interleaved (round > (alg, workload) > config, config order rotated per round), one wrk at a
+//! time; each cell reports the median over rounds of req/s, latency and CPU µs per request (the
+//! configuration's Envoy processes' CPU time over the wrk run ÷ requests).
 //!
-//! Modules: `options` (command line), `tokens` (minting), `config` (bootstraps), `units` (each
-//! configuration's Envoys, started through the harness's one runner, [`crate::envoy::Envoy::spawn`]; the
-//! smoke test), `cpu` (CPU time from /proc), `wrk`, `report` (medians, ratios, checks, tables) and
-//! `machine` (machine and memory facts).
+//! Modules: `options` (command line), `tokens` (minting), `proofs` (the `dpop` token and its per-run
+//! proofs), `config` (bootstraps), `units` (each configuration's Envoys, started through the harness's one
+//! runner, [`crate::envoy::Envoy::spawn`]; the smoke test), `cpu` (CPU time from /proc), `wrk`, `report`
+//! (medians, ratios, checks, tables) and `machine` (machine and memory facts).
 
 mod config;
 mod cpu;
 mod machine;
 mod options;
+mod proofs;
 mod report;
 mod tokens;
 mod units;
@@ -59,7 +63,14 @@ pub const CONFIGS: &[&str] = &[
 const ENFORCING: &[&str] = &["native", "native-cache", "ext_authz", "ours", "ours-wasm"];
 /// Every algorithm the bench knows; [`algs`] is the subset the harness can mint.
 pub const ALGS: &[&str] = &["RS256", "ES256", "ES384"];
-pub const WORKLOADS: &[&str] = &["hot", "cold", "mix"];
+pub const WORKLOADS: &[&str] = &["hot", "cold", "mix", "dpop"];
+/// The one algorithm the `dpop` workload runs under (its token and its proofs are ES256, key ec-1): it
+/// measures the proof, which does not change with the token's algorithm, so it is not repeated per alg.
+pub const DPOP_ALG: &str = "ES256";
+/// The `dpop` workload's path (jwt-guard rule `dpop`, `binding: dpop`; the route answers 200 like `/bench`).
+pub const DPOP_PATH: &str = "/dpop";
+/// `dpop.external_base_url` of the bench's jwt-guard: the proofs' `htu` base, whatever port an Envoy has.
+pub const DPOP_BASE_URL: &str = "http://bench.local";
 
 /// The algorithms of this run: those of [`ALGS`] the harness has a signing key for (ES384 needs the P-384
 /// fixture key, `KeyName::Ec384`; without it the ES384 rows are left out and the run says so).
@@ -72,13 +83,31 @@ pub fn algs() -> Vec<&'static str> {
 
 /// Whether `config` is measured on `workload`. `none` and `wasm-floor` never look at the token, so only
 /// `hot` (per algorithm: the header length differs); `ours-shadow` verifies like `ours` and only differs when
-/// tokens are bad, so `hot` and `mix`. Everything else runs everything.
+/// tokens are bad, so `hot` and `mix`. `dpop` only `ours` and `ours-wasm`: Envoy's jwt_authn (and so
+/// `native`, `native-cache`, `ext_authz`) cannot check a DPoP proof, and `ours-shadow` would check every
+/// (valid) proof just as `ours` does. Everything else runs everything.
 pub fn measured(config: &str, workload: &str) -> bool {
-    match config {
-        "none" | "wasm-floor" => workload == "hot",
-        "ours-shadow" => workload != "cold",
+    match (config, workload) {
+        (_, "dpop") => matches!(config, "ours" | "ours-wasm"),
+        ("none" | "wasm-floor", _) => workload == "hot",
+        ("ours-shadow", _) => workload != "cold",
         _ => true,
     }
+}
+
+/// Whether `workload` has a row under `alg`: `dpop` only under [`DPOP_ALG`], the others under every alg.
+pub fn runs_on(alg: &str, workload: &str) -> bool {
+    workload != "dpop" || alg == DPOP_ALG
+}
+
+/// The (alg, workload) rows of a run over `algs`, in report order.
+pub fn rows<'a>(algs: &'a [&'a str]) -> impl Iterator<Item = (&'a str, &'static str)> + 'a {
+    algs.iter().flat_map(|a| {
+        WORKLOADS
+            .iter()
+            .filter(move |w| runs_on(a, w))
+            .map(move |w| (*a, *w))
+    })
 }
 
 /// Entry point of the `bench` subcommand.
@@ -100,6 +129,65 @@ pub fn main(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// The req/s each configuration last did, to size the next `dpop` run's proofs: its last `dpop` run,
+/// else its last `cold` run under [`DPOP_ALG`].
+#[derive(Default)]
+struct DpopEstimates {
+    dpop: BTreeMap<String, f64>,
+    cold: BTreeMap<String, f64>,
+}
+
+impl DpopEstimates {
+    fn saw(&mut self, alg: &str, workload: &str, config: &str, r: &WrkResult) {
+        let into = match (alg, workload) {
+            (_, "dpop") => &mut self.dpop,
+            (DPOP_ALG, "cold") => &mut self.cold,
+            _ => return,
+        };
+        if r.rps.is_finite() && r.rps > 0.0 {
+            into.insert(config.to_string(), r.rps);
+        }
+    }
+
+    /// NaN when nothing is known yet (then [`proofs::proof_count`] assumes [`proofs::FALLBACK_RPS`]).
+    fn rps(&self, config: &str) -> f64 {
+        self.dpop
+            .get(config)
+            .or_else(|| self.cold.get(config))
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// One `dpop` run of `duration_s` against `u`: mint the proofs it needs (their `iat` mid-run), write them
+/// with the token to `work/proofs-<config>.txt`, run bench/dpop.lua.
+fn dpop_run(
+    u: &units::Unit,
+    token: &str,
+    est: &DpopEstimates,
+    duration_s: u64,
+    opts: &BenchOptions,
+    work: &Path,
+) -> Result<WrkResult, String> {
+    let n = proofs::proof_count(est.rps(&u.config), duration_s);
+    let t = Instant::now();
+    let proof_list = proofs::mint_proofs(token, n, crate::tokens::now() + duration_s / 2);
+    let mint_s = t.elapsed().as_secs_f64();
+    let file = work.join(format!("proofs-{}.txt", u.config));
+    proofs::write_proof_file(&file, token, &proof_list)?;
+    drop(proof_list);
+    let load = wrk::Load::Dpop {
+        file: &file,
+        proofs: n as u64,
+    };
+    let r = wrk::measure(u, &load, duration_s, opts.connections);
+    let _ = fs::remove_file(&file);
+    r.map(|r| WrkResult {
+        proofs_mint_s: mint_s,
+        ..r
+    })
+}
+
 /// Run the benchmark. Ok(false): measured, but the equivalence checks failed.
 pub fn run(opts: &BenchOptions) -> Result<bool, String> {
     let started = Instant::now();
@@ -112,6 +200,11 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
         }
     }
     let algs = algs();
+    if opts.workloads.contains(&"dpop") && !algs.contains(&DPOP_ALG) {
+        return Err(format!(
+            "the dpop workload needs {DPOP_ALG}, which this harness cannot mint"
+        ));
+    }
     let missing_algs: Vec<&str> = ALGS.iter().copied().filter(|a| !algs.contains(a)).collect();
     if !missing_algs.is_empty() {
         eprintln!(
@@ -132,15 +225,20 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
     let plan: Vec<(&str, &str, &str)> = algs
         .iter()
         .flat_map(|a| {
-            opts.workloads.iter().flat_map(move |w| {
-                CONFIGS
-                    .iter()
-                    .filter(move |c| measured(c, w))
-                    .map(move |c| (*a, *w, *c))
-            })
+            opts.workloads
+                .iter()
+                .filter(move |w| runs_on(a, w))
+                .flat_map(move |w| {
+                    CONFIGS
+                        .iter()
+                        .filter(move |c| measured(c, w))
+                        .map(move |c| (*a, *w, *c))
+                })
         })
         .collect();
-    let warmup_runs = (CONFIGS.len() * algs.len()) as u64;
+    let dpop = opts.workloads.contains(&"dpop");
+    let dpop_configs = CONFIGS.iter().filter(|c| measured(c, "dpop")).count();
+    let warmup_runs = (CONFIGS.len() * algs.len() + if dpop { dpop_configs } else { 0 }) as u64;
     eprintln!(
         "[bench] {} rounds x {} cells x {}s (+{}s warmup per config and alg), -c{}; ~{}s of wrk",
         opts.rounds,
@@ -175,14 +273,29 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
             .join(" ")
     );
     let configs: Vec<String> = units.iter().map(|u| u.config.clone()).collect();
-    smoke(&units, &files, &algs)?;
+    smoke(&units, &files, &algs, dpop)?;
 
+    // The dpop workload's proofs are minted right before each of its runs, as many as the run should
+    // need (proofs::proof_count) from the configuration's last req/s: its last dpop run, else its cold
+    // run under DPOP_ALG (warmup or measured), else proofs::FALLBACK_RPS.
+    let mut dpop_est = DpopEstimates::default();
+    let dpop_token = if dpop {
+        tokens::token_at(&files, DPOP_ALG, "dpop", 0)
+    } else {
+        String::new()
+    };
     if opts.warmup_s > 0 {
         for u in &units {
             for alg in &algs {
                 let f = &files[&(alg.to_string(), "cold".to_string())];
-                wrk::measure(u, f, opts.warmup_s, opts.connections)
+                let r = wrk::measure(u, &wrk::Load::Bearer(f), opts.warmup_s, opts.connections)
                     .map_err(|err| format!("warmup {alg} {}: {err}", u.config))?;
+                dpop_est.saw(alg, "cold", &u.config, &r);
+            }
+            if dpop && measured(&u.config, "dpop") {
+                let r = dpop_run(u, &dpop_token, &dpop_est, opts.warmup_s, opts, &work)
+                    .map_err(|err| format!("warmup dpop {}: {err}", u.config))?;
+                dpop_est.saw(DPOP_ALG, "dpop", &u.config, &r);
             }
         }
     }
@@ -191,7 +304,7 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
     let bench_started = Instant::now();
     for round in 0..opts.rounds {
         for alg in &algs {
-            for w in &opts.workloads {
+            for w in opts.workloads.iter().filter(|w| runs_on(alg, w)) {
                 let f = &files[&(alg.to_string(), w.to_string())];
                 // Rotate the configuration order each round so no configuration always runs first.
                 for k in 0..units.len() {
@@ -199,10 +312,15 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
                     if !measured(&u.config, w) {
                         continue;
                     }
-                    let r = wrk::measure(u, f, opts.duration_s, opts.connections)
-                        .map_err(|err| format!("{alg} {w} {}: {err}", u.config))?;
+                    let r = if *w == "dpop" {
+                        dpop_run(u, &dpop_token, &dpop_est, opts.duration_s, opts, &work)
+                    } else {
+                        wrk::measure(u, &wrk::Load::Bearer(f), opts.duration_s, opts.connections)
+                    }
+                    .map_err(|err| format!("{alg} {w} {}: {err}", u.config))?;
+                    dpop_est.saw(alg, w, &u.config, &r);
                     eprintln!(
-                        "[bench] round {}/{} {alg} {w:<4} {:<12} {:>9.0} req/s  cpu {:>7} us/req  p50 {:>8}  p99 {:>8}  non-2xx {:>5.1}%",
+                        "[bench] round {}/{} {alg} {w:<4} {:<12} {:>9.0} req/s  cpu {:>7} us/req  p50 {:>8}  p99 {:>8}  non-2xx {:>5.1}%{}",
                         round + 1,
                         opts.rounds,
                         u.config,
@@ -210,7 +328,13 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
                         report::fmt_cpu(r.cpu_us_per_req()),
                         report::fmt_us(r.p50_us),
                         report::fmt_us(r.p99_us),
-                        r.non_2xx_share() * 100.0
+                        r.non_2xx_share() * 100.0,
+                        r.proofs
+                            .map(|n| format!(
+                                "  proofs {} of {n} (minted in {:.1}s)",
+                                r.proofs_used, r.proofs_mint_s
+                            ))
+                            .unwrap_or_default()
                     );
                     runs.entry((alg.to_string(), w.to_string(), u.config.clone()))
                         .or_default()
@@ -275,6 +399,17 @@ pub fn run(opts: &BenchOptions) -> Result<bool, String> {
             "workloads": opts.workloads,
             "cells": plan.iter().map(|(a, w, c)| format!("{a}/{w}/{c}")).collect::<Vec<_>>(),
             "cpu_note": "cpu_us_per_req = CPU time of the configuration's Envoy process(es) (sum over threads of /proc/<pid>/task/*/schedstat, ns; ext_authz: front + central) read right before and after each wrk run, divided by the requests wrk completed",
+            "dpop": {
+                "alg": DPOP_ALG,
+                "configs": CONFIGS.iter().filter(|c| measured(c, "dpop")).collect::<Vec<_>>(),
+                "htu": proofs::htu(),
+                "proof_key": "ec-1 (ES256)",
+                "proofs_per_run": format!(
+                    "{} x (the configuration's last dpop req/s, else its {DPOP_ALG} cold req/s, else {}) x duration, within [{}, {}]",
+                    proofs::SAFETY, proofs::FALLBACK_RPS, proofs::MIN_PROOFS, proofs::MAX_PROOFS
+                ),
+                "replay_capacity": config::BENCH_REPLAY_CAPACITY,
+            },
             "jwt_guard_config": plugin_config("enforce"),
             "jwt_guard_wasm_backend_config": plugin_config_wasm_backend(),
         },
@@ -346,6 +481,151 @@ Transfer/sec:      2.00MB
         assert_ne!(t, c);
         assert_eq!(c.split('.').count(), 3);
         assert_eq!(t.rsplit_once('.').unwrap().0, c.rsplit_once('.').unwrap().0);
+    }
+
+    #[test]
+    fn dpop_runs_once_under_es256_on_jwt_guard_only() {
+        let dpop: Vec<&str> = CONFIGS
+            .iter()
+            .copied()
+            .filter(|c| measured(c, "dpop"))
+            .collect();
+        assert_eq!(dpop, ["ours", "ours-wasm"]);
+        let r: Vec<(&str, &str)> = rows(&["RS256", "ES256", "ES384"]).collect();
+        assert_eq!(r.iter().filter(|(_, w)| *w == "dpop").count(), 1);
+        assert!(r.contains(&("ES256", "dpop")));
+        assert_eq!(r.len(), 3 * 3 + 1);
+        // The other workloads are measured as before.
+        assert!(measured("native", "cold") && !measured("ours-shadow", "cold"));
+        assert!(measured("none", "hot") && !measured("none", "mix"));
+    }
+
+    #[test]
+    fn workloads_flag_takes_dpop_alone_or_with_others() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_args(&args(&["--workloads", "dpop"]))
+                .unwrap()
+                .workloads,
+            ["dpop"]
+        );
+        assert_eq!(
+            parse_args(&args(&["--workloads=cold,dpop"]))
+                .unwrap()
+                .workloads,
+            ["cold", "dpop"]
+        );
+        assert_eq!(parse_args(&[]).unwrap().workloads, WORKLOADS);
+        assert!(parse_args(&args(&["--duration", "300"])).is_err());
+        assert!(parse_args(&args(&["--duration", "300", "--workloads", "hot,cold,mix"])).is_ok());
+    }
+
+    #[test]
+    fn plugin_config_adds_the_dpop_rule_first_and_keeps_the_bench_rule() {
+        let c = plugin_config("enforce");
+        assert_eq!(c["dpop"]["external_base_url"], json!(DPOP_BASE_URL));
+        let rules = c["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["match"], json!({ "path": DPOP_PATH }));
+        assert_eq!(
+            rules[0]["requires"],
+            json!({ "provider_name": "bench", "binding": "dpop" })
+        );
+        assert_eq!(
+            rules[1],
+            json!({
+                "name": "bench",
+                "match": { "prefix": "/" },
+                "requires": { "provider_name": "bench" },
+                "mode": "enforce",
+            })
+        );
+        // jwt-guard itself accepts all three configurations.
+        for c in [
+            plugin_config("enforce"),
+            plugin_config("shadow"),
+            plugin_config_wasm_backend(),
+        ] {
+            jwt_guard::config::Config::parse(&serde_json::to_vec(&c).unwrap())
+                .unwrap_or_else(|e| panic!("bench plugin config refused: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn parses_the_dpop_script_summary() {
+        let out = "Running 1s test @ http://127.0.0.1:1/dpop
+  1 threads and 16 connections
+  Latency Distribution
+     50%  480.00us
+     99%    1.50ms
+  9000 requests in 1.00s, 2.00MB read
+  Non-2xx or 3xx responses: 12
+Requests/sec:   8990.00
+Transfer/sec:      2.00MB
+dpop proofs: used 9017, requests without a proof 12
+";
+        let r = wrk::parse_wrk(out).unwrap();
+        assert_eq!((r.proofs_used, r.proofs_short), (9017, 12));
+        assert_eq!(r.requests, 9000);
+    }
+
+    fn result(rps: f64, cpu_us: f64, non_2xx: u64) -> WrkResult {
+        WrkResult {
+            rps,
+            requests: 10_000,
+            non_2xx,
+            cpu_ns: cpu_us * 1000.0 * 10_000.0,
+            ..WrkResult::default()
+        }
+    }
+
+    #[test]
+    fn dpop_cells_are_checked_and_reported_against_cold() {
+        let mut runs: Runs = BTreeMap::new();
+        let put = |runs: &mut Runs, w: &str, c: &str, r: WrkResult| {
+            runs.insert(("ES256".into(), w.into(), c.into()), vec![r]);
+        };
+        put(&mut runs, "hot", "ours", result(30_000.0, 30.0, 0));
+        put(&mut runs, "cold", "ours", result(12_000.0, 80.0, 0));
+        put(&mut runs, "cold", "ours-wasm", result(9_000.0, 100.0, 0));
+        let dpop = |rps, cpu, short| WrkResult {
+            proofs: Some(60_000),
+            proofs_used: 10_001 + short,
+            proofs_short: short,
+            ..result(rps, cpu, short)
+        };
+        put(&mut runs, "dpop", "ours", dpop(10_000.0, 96.0, 0));
+        put(&mut runs, "dpop", "ours-wasm", dpop(4_500.0, 200.0, 0));
+        let cells: Cells = runs.iter().map(|(k, v)| (k.clone(), Cell::of(v))).collect();
+        assert!(report::check_cells(&cells).is_empty());
+        let configs: Vec<String> = CONFIGS.iter().map(|c| c.to_string()).collect();
+        let md = report::markdown(&cells, &runs, &["ES256"], &configs);
+        assert!(
+            md.contains("- ours dpop ÷ ours cold: req/s 0.83 · CPU µs per request 1.20"),
+            "{md}"
+        );
+        assert!(md.contains("proof ≈ dpop − hot = 66.0 µs"), "{md}");
+        assert!(
+            md.contains("- ours-wasm dpop ÷ ours-wasm cold: req/s 0.50 · CPU µs per request 2.00"),
+            "{md}"
+        );
+        assert!(md.contains("| ES256 | dpop |"), "{md}");
+        let summary = report::summary_json(&runs, &["ES256"], &configs);
+        assert_eq!(
+            summary["dpop"]["ours"]["dpop_over_cold"]["cpu_us_per_req"],
+            json!(1.2)
+        );
+        assert_eq!(summary["dpop"]["ours"]["proof_us_estimate"], json!(66.0));
+
+        // Out of proofs: the requests without one are refused (non-2xx) and the run fails.
+        put(&mut runs, "dpop", "ours", dpop(10_000.0, 96.0, 40));
+        let cells: Cells = runs.iter().map(|(k, v)| (k.clone(), Cell::of(v))).collect();
+        let errors = report::check_cells(&cells);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("ran out of DPoP proofs")));
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("non-2xx on a valid-token workload")));
     }
 
     #[test]

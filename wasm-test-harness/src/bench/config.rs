@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::{algs, BenchOptions};
+use super::{algs, BenchOptions, DPOP_BASE_URL, DPOP_PATH};
 use crate::envoy::{render, repo_root};
 use crate::keys::{jwks_of, KeyName};
 use crate::tokens::{self, AUDIENCE, ISSUER};
@@ -31,7 +31,16 @@ pub fn bench_jwks() -> Value {
     jwks_of(&bench_keys())
 }
 
+/// The most DPoP proofs jwt-guard remembers per replay slot (`dpop.replay_capacity`'s maximum). The
+/// default (65536 per 120 s slot, i.e. ~550 fresh proofs/s sustained) would fill within seconds at bench
+/// rates and refuse proofs (fail closed). The capacity is only a bound: what a record costs depends on how
+/// many proofs the slots hold, not on it.
+pub const BENCH_REPLAY_CAPACITY: usize = 1_048_576;
+
 /// jwt-guard's plugin config for the bench (mode "enforce" or "shadow"; signature backend: the default).
+/// Rule `dpop` (exact path [`DPOP_PATH`], `binding: dpop`) is the `dpop` workload's and comes first (first
+/// match wins); rule `bench` (prefix `/`) is every other workload's. Proofs' `htu` is
+/// [`DPOP_BASE_URL`] + the path (`dpop.external_base_url`), whatever port each Envoy got.
 pub fn plugin_config(mode: &str) -> Value {
     json!({
         "providers": { "bench": {
@@ -39,12 +48,24 @@ pub fn plugin_config(mode: &str) -> Value {
             "audiences": [AUDIENCE],
             "local_jwks": { "inline": bench_jwks() },
         }},
-        "rules": [{
-            "name": "bench",
-            "match": { "prefix": "/" },
-            "requires": { "provider_name": "bench" },
-            "mode": mode,
-        }],
+        "dpop": {
+            "external_base_url": DPOP_BASE_URL,
+            "replay_capacity": BENCH_REPLAY_CAPACITY,
+        },
+        "rules": [
+            {
+                "name": "dpop",
+                "match": { "path": DPOP_PATH },
+                "requires": { "provider_name": "bench", "binding": "dpop" },
+                "mode": mode,
+            },
+            {
+                "name": "bench",
+                "match": { "prefix": "/" },
+                "requires": { "provider_name": "bench" },
+                "mode": mode,
+            },
+        ],
     })
 }
 

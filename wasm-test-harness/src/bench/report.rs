@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::wrk::WrkResult;
-use super::{ENFORCING, WORKLOADS};
+use super::{measured, rows, CONFIGS, DPOP_ALG, ENFORCING};
 
 pub fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
@@ -69,6 +69,10 @@ impl Cell {
                 "cpu_ms": num(r.cpu_ns / 1e6, 3),
                 "cpu_source": r.cpu_source,
                 "cpu_ms_utime_stime": r.cpu_ticks_ns.map(|n| round2(n / 1e6)),
+                "dpop_proofs": r.proofs.map(|n| json!({
+                    "minted": n, "mint_s": round2(r.proofs_mint_s), "handed_out": r.proofs_used,
+                    "requests_without_proof": r.proofs_short,
+                })),
             })).collect::<Vec<_>>(),
         })
     }
@@ -187,6 +191,37 @@ pub fn verify_estimate(runs: &Runs, alg: &str, cfg: &str, base: &str) -> f64 {
     })
 }
 
+/// The configurations measured on `dpop` (ours, ours-wasm), in report order.
+fn dpop_configs() -> impl Iterator<Item = &'static str> {
+    CONFIGS.iter().copied().filter(|c| measured(c, "dpop"))
+}
+
+/// `config`'s `dpop` against its `cold` and `hot` under [`DPOP_ALG`], round by round: (req/s dpop÷cold,
+/// CPU µs/req dpop÷cold, CPU µs/req dpop − hot: the estimated cost of the proof over a cached token).
+pub fn dpop_ratio(runs: &Runs, config: &str) -> (f64, f64, f64) {
+    let (r, c) = (
+        per_round(
+            runs,
+            (DPOP_ALG, "dpop", config),
+            (DPOP_ALG, "cold", config),
+            |x, y| x.rps / y.rps,
+        ),
+        per_round(
+            runs,
+            (DPOP_ALG, "dpop", config),
+            (DPOP_ALG, "cold", config),
+            |x, y| x.cpu_us_per_req() / y.cpu_us_per_req(),
+        ),
+    );
+    let proof = per_round(
+        runs,
+        (DPOP_ALG, "dpop", config),
+        (DPOP_ALG, "hot", config),
+        |x, y| x.cpu_us_per_req() - y.cpu_us_per_req(),
+    );
+    (r, c, proof)
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Markdown
 
@@ -207,19 +242,17 @@ pub fn markdown(cells: &Cells, runs: &Runs, algs: &[&str], configs: &[String]) -
     let mut out = String::new();
     out.push_str("### Throughput and CPU (req/s · CPU µs per request, medians over rounds; · = not measured)\n\n");
     header(&mut out, &[]);
-    for alg in algs {
-        for w in WORKLOADS {
-            out.push_str(&format!("| {alg} | {w} |"));
-            for c in configs {
-                match get(alg, w, c) {
-                    Some(cell) => {
-                        out.push_str(&format!(" {:.0} · {} |", cell.rps, fmt_cpu(cell.cpu_us)))
-                    }
-                    None => out.push_str(" · |"),
+    for (alg, w) in rows(algs) {
+        out.push_str(&format!("| {alg} | {w} |"));
+        for c in configs {
+            match get(alg, w, c) {
+                Some(cell) => {
+                    out.push_str(&format!(" {:.0} · {} |", cell.rps, fmt_cpu(cell.cpu_us)))
                 }
+                None => out.push_str(" · |"),
             }
-            out.push('\n');
         }
+        out.push('\n');
     }
     let present = |c: &str| configs.iter().any(|x| x == c);
     let ratio_cols: Vec<&(&str, &str, &str)> = RATIOS
@@ -235,19 +268,17 @@ pub fn markdown(cells: &Cells, runs: &Runs, algs: &[&str], configs: &[String]) -
     out.push_str("\n|---|---|");
     out.push_str(&"---:|".repeat(ratio_cols.len()));
     out.push('\n');
-    for alg in algs {
-        for w in WORKLOADS {
-            out.push_str(&format!("| {alg} | {w} |"));
-            for (_, a, b) in &ratio_cols {
-                let (r, c) = ratio(runs, alg, w, a, b);
-                if r.is_finite() || c.is_finite() {
-                    out.push_str(&format!(" {} / {} |", fmt_ratio(r), fmt_ratio(c)));
-                } else {
-                    out.push_str(" · |");
-                }
+    for (alg, w) in rows(algs) {
+        out.push_str(&format!("| {alg} | {w} |"));
+        for (_, a, b) in &ratio_cols {
+            let (r, c) = ratio(runs, alg, w, a, b);
+            if r.is_finite() || c.is_finite() {
+                out.push_str(&format!(" {} / {} |", fmt_ratio(r), fmt_ratio(c)));
+            } else {
+                out.push_str(" · |");
             }
-            out.push('\n');
         }
+        out.push('\n');
     }
     let estimates: Vec<&(&str, &str, &str)> = VERIFY_ESTIMATES
         .iter()
@@ -267,44 +298,73 @@ pub fn markdown(cells: &Cells, runs: &Runs, algs: &[&str], configs: &[String]) -
         }
         out.push('\n');
     }
+    let dpop_lines: Vec<String> = dpop_configs()
+        .filter(|c| present(c) && get(DPOP_ALG, "dpop", c).is_some())
+        .map(|c| {
+            let (r, cpu, proof) = dpop_ratio(runs, c);
+            let cell = |w: &str| {
+                get(DPOP_ALG, w, c)
+                    .map(|x| format!("{w} {:.0} req/s · {} µs", x.rps, fmt_cpu(x.cpu_us)))
+                    .unwrap_or_else(|| format!("{w} not measured"))
+            };
+            let proof = if proof.is_finite() {
+                format!("; proof ≈ dpop − hot = {} µs", fmt_cpu(proof))
+            } else {
+                String::new()
+            };
+            format!(
+                "- {c} dpop ÷ {c} cold: req/s {} · CPU µs per request {} ({}, {}{proof})\n",
+                fmt_ratio(r),
+                fmt_ratio(cpu),
+                cell("dpop"),
+                cell("cold"),
+            )
+        })
+        .collect();
+    if !dpop_lines.is_empty() {
+        out.push_str(&format!(
+            "\n### DPoP ({DPOP_ALG} `dpop` ÷ {DPOP_ALG} `cold` of the same configuration, median of per-round ratios)\n\n\
+             `dpop`: one DPoP-bound {DPOP_ALG} token (a verified-token cache hit) and a fresh {DPOP_ALG} proof per request \
+             (one signature check, one replay record); `cold`: a new {DPOP_ALG} token per request (one signature check).\n\n"
+        ));
+        for l in &dpop_lines {
+            out.push_str(l);
+        }
+    }
     out.push_str("\n### Latency (p50 / p99 per configuration, median over rounds)\n\n");
     header(&mut out, &["p99 added (ours − none)"]);
-    for alg in algs {
-        for w in WORKLOADS {
-            out.push_str(&format!("| {alg} | {w} |"));
-            for c in configs {
-                match get(alg, w, c) {
-                    Some(cell) => out.push_str(&format!(
-                        " {} / {} |",
-                        fmt_us(cell.p50_us),
-                        fmt_us(cell.p99_us)
-                    )),
-                    None => out.push_str(" · |"),
-                }
+    for (alg, w) in rows(algs) {
+        out.push_str(&format!("| {alg} | {w} |"));
+        for c in configs {
+            match get(alg, w, c) {
+                Some(cell) => out.push_str(&format!(
+                    " {} / {} |",
+                    fmt_us(cell.p50_us),
+                    fmt_us(cell.p99_us)
+                )),
+                None => out.push_str(" · |"),
             }
-            match (get(alg, w, "ours"), get(alg, w, "none")) {
-                (Some(o), Some(n)) => {
-                    let d = o.p99_us - n.p99_us;
-                    let sign = if d < 0.0 { "−" } else { "+" };
-                    out.push_str(&format!(" {sign}{} |\n", fmt_us(d.abs())));
-                }
-                _ => out.push_str(" · |\n"),
+        }
+        match (get(alg, w, "ours"), get(alg, w, "none")) {
+            (Some(o), Some(n)) => {
+                let d = o.p99_us - n.p99_us;
+                let sign = if d < 0.0 { "−" } else { "+" };
+                out.push_str(&format!(" {sign}{} |\n", fmt_us(d.abs())));
             }
+            _ => out.push_str(" · |\n"),
         }
     }
     out.push_str("\n### Non-2xx share (all rounds)\n\n");
     header(&mut out, &[]);
-    for alg in algs {
-        for w in WORKLOADS {
-            out.push_str(&format!("| {alg} | {w} |"));
-            for c in configs {
-                match get(alg, w, c) {
-                    Some(cell) => out.push_str(&format!(" {:.1}% |", cell.non_2xx_share * 100.0)),
-                    None => out.push_str(" · |"),
-                }
+    for (alg, w) in rows(algs) {
+        out.push_str(&format!("| {alg} | {w} |"));
+        for c in configs {
+            match get(alg, w, c) {
+                Some(cell) => out.push_str(&format!(" {:.1}% |", cell.non_2xx_share * 100.0)),
+                None => out.push_str(" · |"),
             }
-            out.push('\n');
         }
+        out.push('\n');
     }
     out
 }
@@ -313,22 +373,20 @@ pub fn markdown(cells: &Cells, runs: &Runs, algs: &[&str], configs: &[String]) -
 pub fn summary_json(runs: &Runs, algs: &[&str], configs: &[String]) -> Value {
     let present = |c: &str| configs.iter().any(|x| x == c);
     let mut ratios = serde_json::Map::new();
-    for alg in algs {
-        for w in WORKLOADS {
-            let mut m = serde_json::Map::new();
-            for (label, a, b) in RATIOS {
-                if present(a) && present(b) {
-                    let (r, c) = ratio(runs, alg, w, a, b);
-                    if r.is_finite() || c.is_finite() {
-                        m.insert(
-                            label.to_string(),
-                            json!({ "rps": num(r, 3), "cpu_us_per_req": num(c, 3) }),
-                        );
-                    }
+    for (alg, w) in rows(algs) {
+        let mut m = serde_json::Map::new();
+        for (label, a, b) in RATIOS {
+            if present(a) && present(b) {
+                let (r, c) = ratio(runs, alg, w, a, b);
+                if r.is_finite() || c.is_finite() {
+                    m.insert(
+                        label.to_string(),
+                        json!({ "rps": num(r, 3), "cpu_us_per_req": num(c, 3) }),
+                    );
                 }
             }
-            ratios.insert(format!("{alg}/{w}"), Value::Object(m));
         }
+        ratios.insert(format!("{alg}/{w}"), Value::Object(m));
     }
     let mut est = serde_json::Map::new();
     for alg in algs {
@@ -340,7 +398,22 @@ pub fn summary_json(runs: &Runs, algs: &[&str], configs: &[String]) -> Value {
         }
         est.insert(alg.to_string(), Value::Object(m));
     }
+    let mut dpop = serde_json::Map::new();
+    for c in dpop_configs().filter(|c| present(c)) {
+        let (r, cpu, proof) = dpop_ratio(runs, c);
+        if runs.contains_key(&(DPOP_ALG.to_string(), "dpop".to_string(), c.to_string())) {
+            dpop.insert(
+                c.to_string(),
+                json!({
+                    "dpop_over_cold": { "rps": num(r, 3), "cpu_us_per_req": num(cpu, 3) },
+                    "proof_us_estimate": num(proof, 2),
+                }),
+            );
+        }
+    }
     json!({
+        "dpop": dpop,
+        "dpop_note": format!("{DPOP_ALG}/dpop ÷ {DPOP_ALG}/cold of the same configuration per round, median over rounds (null: cold not measured); proof_us_estimate = CPU µs/req on dpop − on hot of the same configuration: the proof's cost (signature, parsing, thumbprint, replay record) over a cached token"),
         "ratios": ratios,
         "ratios_note": "a÷b per round, median over rounds; rps > 1 = a faster, cpu_us_per_req < 1 = a cheaper",
         "verify_us_estimate": est,
@@ -351,8 +424,9 @@ pub fn summary_json(runs: &Runs, algs: &[&str], configs: &[String]) -> Value {
 // ---------------------------------------------------------------------------------------------------------
 // Checks
 
-/// Equivalence checks: valid-token workloads must be all 2xx everywhere; on `mix` the enforcing
-/// configurations must reject about half and the others none; no wrk socket errors. Returns the violations.
+/// Equivalence checks: valid-token workloads (`dpop` too: every proof fresh) must be all 2xx everywhere; on
+/// `mix` the enforcing configurations must reject about half and the others none; no wrk socket errors; no
+/// `dpop` run short of proofs. Returns the violations.
 pub fn check_cells(cells: &Cells) -> Vec<String> {
     let mut errors = Vec::new();
     for ((alg, w, c), cell) in cells {
@@ -363,6 +437,15 @@ pub fn check_cells(cells: &Cells) -> Vec<String> {
         }
         if cell.runs.iter().any(|r| r.requests == 0) {
             errors.push(format!("{alg} {w} {c}: a round completed no request"));
+        }
+        for r in cell.runs.iter().filter(|r| r.proofs.is_some()) {
+            let minted = r.proofs.unwrap_or(0);
+            if r.proofs_short > 0 || r.requests > minted {
+                errors.push(format!(
+                    "{alg} {w} {c}: ran out of DPoP proofs ({minted} minted, {} requests completed, {} sent without a proof): the proof estimate was too low",
+                    r.requests, r.proofs_short
+                ));
+            }
         }
         if w == "mix" {
             if ENFORCING.contains(&c.as_str()) {

@@ -1,4 +1,5 @@
-//! Workload tokens: minted once per algorithm into `target/bench/tokens/` and reused for 12 h.
+//! Workload tokens: minted once per algorithm into `target/bench/tokens/` and reused for 12 h; the
+//! `dpop` workload's one bound token is minted on every run (its proofs: `proofs.rs`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,8 +9,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::WORKLOADS;
+use super::{proofs, DPOP_ALG};
 use crate::tokens::{self, AUDIENCE, ISSUER};
+
+/// The workloads whose tokens are minted here and reused (`dpop` has one token, minted each run).
+const TOKEN_WORKLOADS: &[&str] = &["hot", "cold", "mix"];
 
 /// Claims valid for a day (a long run must not see its "valid" tokens expire).
 fn claims(sub: &str, jti: &str, now: u64, expired: bool) -> Value {
@@ -19,6 +23,11 @@ fn claims(sub: &str, jti: &str, now: u64, expired: bool) -> Value {
         (now, now + 86_400)
     };
     json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "jti": jti, "iat": iat, "exp": exp })
+}
+
+/// Valid claims for a day (the `dpop` token's, before its `cnf`).
+pub(super) fn day_claims(sub: &str, jti: &str, now: u64) -> Value {
+    claims(sub, jti, now, false)
 }
 
 /// Flip one byte in the middle of the signature: still well-formed, no longer verifies.
@@ -58,8 +67,8 @@ fn token_file(dir: &Path, alg: &str, workload: &str) -> PathBuf {
 
 /// Mint every workload's tokens (in parallel) into one file per (alg, workload) under `dir`, or reuse an
 /// algorithm's files from an earlier run if they hold the same number of tokens, signed by the same kid, and
-/// are fresh (minting 2 x 5000 RS256 tokens costs ~10 s on 2 cores). Returns the files and the algorithms
-/// minted now.
+/// are fresh (minting 2 x 5000 RS256 tokens costs ~10 s on 2 cores). With [`DPOP_ALG`] among `algs`, also
+/// (every run) the `dpop` workload's bound token. Returns the files and the algorithms minted now.
 pub(super) fn mint_all(
     dir: &Path,
     algs: &[&str],
@@ -75,7 +84,7 @@ pub(super) fn mint_all(
     for alg in algs {
         let kid = tokens::default_kid(alg).unwrap_or_default();
         let stamp = dir.join(format!("stamp-{alg}.json"));
-        let alg_files: Vec<(String, PathBuf)> = WORKLOADS
+        let alg_files: Vec<(String, PathBuf)> = TOKEN_WORKLOADS
             .iter()
             .map(|w| (w.to_string(), token_file(dir, alg, w)))
             .collect();
@@ -131,6 +140,12 @@ pub(super) fn mint_all(
         fs::write(&stamp, meta.to_string())
             .map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
         minted.push(alg.to_string());
+    }
+    if algs.contains(&DPOP_ALG) {
+        let path = token_file(dir, DPOP_ALG, "dpop");
+        fs::write(&path, proofs::bound_token(now) + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        files.insert((DPOP_ALG.to_string(), "dpop".to_string()), path);
     }
     Ok((files, minted))
 }

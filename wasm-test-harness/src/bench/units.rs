@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::cpu::CpuSample;
 use super::tokens::{self, TokenFiles};
-use super::EXT_AUTHZ_CENTRAL;
+use super::{measured, proofs, DPOP_ALG, DPOP_PATH, EXT_AUTHZ_CENTRAL};
 use super::{render_bootstrap, render_bootstrap_with, BenchOptions, CONFIGS, ENFORCING};
 use crate::client::try_http_request;
 use crate::envoy::{envoy_bin, Envoy, Launch, Runner};
@@ -41,7 +41,12 @@ impl Unit {
         let headers: Vec<(&str, Vec<u8>)> = token
             .map(|t| vec![("authorization", format!("Bearer {t}").into_bytes())])
             .unwrap_or_default();
-        try_http_request(self.port(), "GET", "/bench", &headers, &[]).map(|r| r.status)
+        self.probe_with("/bench", &headers)
+    }
+
+    /// Status of one GET of `path` with these headers.
+    pub fn probe_with(&self, path: &str, headers: &[(&str, Vec<u8>)]) -> Result<u16, String> {
+        try_http_request(self.port(), "GET", path, headers, &[]).map(|r| r.status)
     }
 
     /// An error if any of its Envoys has exited.
@@ -141,10 +146,52 @@ pub fn start_units<T>(
     Ok((units, skipped, extra))
 }
 
+/// Request headers of a probe.
+type Headers<'a> = Vec<(&'a str, Vec<u8>)>;
+
 /// Probe each configuration before measuring: valid token -> 200 everywhere; expired / bad signature / no
-/// token -> 401 where enforcing, 200 elsewhere.
-pub fn smoke(units: &[Unit], files: &TokenFiles, algs: &[&str]) -> Result<(), String> {
+/// token -> 401 where enforcing, 200 elsewhere. With `dpop`, each configuration that runs it also: the
+/// bound token with a fresh proof -> 200 on [`DPOP_PATH`]; that proof again (a replay), the token without a
+/// proof (what bench/dpop.lua sends once its proofs are used up), an unbound token there, and the bound
+/// token as `Bearer` on `/bench` -> 401.
+pub fn smoke(units: &[Unit], files: &TokenFiles, algs: &[&str], dpop: bool) -> Result<(), String> {
     let mut problems = Vec::new();
+    if dpop {
+        let token = tokens::token_at(files, DPOP_ALG, "dpop", 0);
+        let unbound = tokens::token_at(files, DPOP_ALG, "hot", 0);
+        for u in units.iter().filter(|u| measured(&u.config, "dpop")) {
+            let proof = proofs::mint_proofs(&token, 1, crate::tokens::now()).remove(0);
+            let auth =
+                |scheme: &str, t: &str| ("authorization", format!("{scheme} {t}").into_bytes());
+            let with_proof = vec![auth("DPoP", &token), ("dpop", proof.into_bytes())];
+            let cases: [(&str, &str, Headers, u16); 5] = [
+                ("fresh proof", DPOP_PATH, with_proof.clone(), 200),
+                ("replayed proof", DPOP_PATH, with_proof, 401),
+                ("no proof", DPOP_PATH, vec![auth("DPoP", &token)], 401),
+                (
+                    "unbound token",
+                    DPOP_PATH,
+                    vec![auth("Bearer", &unbound)],
+                    401,
+                ),
+                (
+                    "bound token as Bearer",
+                    "/bench",
+                    vec![auth("Bearer", &token)],
+                    401,
+                ),
+            ];
+            for (what, path, headers, want) in cases {
+                let got = u.probe_with(path, &headers)?;
+                if got != want {
+                    problems.push(format!(
+                        "{} dpop {what} ({path}): HTTP {got}, expected {want}",
+                        u.config
+                    ));
+                }
+            }
+        }
+    }
     for u in units {
         let enforcing = ENFORCING.contains(&u.config.as_str());
         let reject = if enforcing { 401 } else { 200 };

@@ -21,6 +21,14 @@ pub struct WrkResult {
     pub cpu_source: &'static str,
     /// utime+stime over the same window, ns (a cross-check of `cpu_ns`; clock-tick resolution).
     pub cpu_ticks_ns: Option<f64>,
+    /// `dpop` runs: the single-use proofs minted for this run (None for the other workloads).
+    pub proofs: Option<u64>,
+    /// `dpop` runs: proofs bench/dpop.lua handed out, and requests it had to send without one because
+    /// every proof was used (those are refused: non-2xx, and the bench's checks fail on any).
+    pub proofs_used: u64,
+    pub proofs_short: u64,
+    /// `dpop` runs: seconds the harness took to mint this run's proofs (before the run, not in it).
+    pub proofs_mint_s: f64,
 }
 
 impl WrkResult {
@@ -81,6 +89,13 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult, String> {
                 .split(',')
                 .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
                 .sum();
+        } else if let Some(v) = l.strip_prefix("dpop proofs: used ") {
+            // bench/dpop.lua's done(): "dpop proofs: used N, requests without a proof M"
+            let mut nums = v
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok());
+            r.proofs_used = nums.next().unwrap_or(0);
+            r.proofs_short = nums.next().unwrap_or(0);
         } else if l.contains(" requests in ") {
             reqs = l.split_whitespace().next().and_then(|n| n.parse().ok());
         }
@@ -97,13 +112,44 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult, String> {
     }
 }
 
+/// What one wrk run sends: bench/tokens.lua round-robins `Bearer` tokens over a file (`hot`, `cold`,
+/// `mix`); bench/dpop.lua sends each (token, proof) pair of a file once (`dpop`).
+pub enum Load<'a> {
+    Bearer(&'a Path),
+    Dpop { file: &'a Path, proofs: u64 },
+}
+
+impl Load<'_> {
+    fn script(&self) -> &'static str {
+        match self {
+            Load::Bearer(_) => "bench/tokens.lua",
+            Load::Dpop { .. } => "bench/dpop.lua",
+        }
+    }
+
+    fn path(&self) -> &'static str {
+        match self {
+            Load::Bearer(_) => "/bench",
+            Load::Dpop { .. } => super::DPOP_PATH,
+        }
+    }
+
+    fn env(&self) -> (&'static str, &Path) {
+        match self {
+            Load::Bearer(f) => ("BENCH_TOKENS", f),
+            Load::Dpop { file, .. } => ("BENCH_PROOFS", file),
+        }
+    }
+}
+
 fn run_wrk(
     port: u16,
-    tokens_file: &Path,
+    load: &Load<'_>,
     duration_s: u64,
     connections: usize,
 ) -> Result<WrkResult, String> {
-    let script = repo_root().join("bench/tokens.lua");
+    let script = repo_root().join(load.script());
+    let (var, file) = load.env();
     let out = Command::new("wrk")
         .args([
             "-t1".to_string(),
@@ -113,8 +159,8 @@ fn run_wrk(
             "-s".to_string(),
         ])
         .arg(&script)
-        .arg(format!("http://127.0.0.1:{port}/bench"))
-        .env("BENCH_TOKENS", tokens_file)
+        .arg(format!("http://127.0.0.1:{port}{}", load.path()))
+        .env(var, file)
         .output()
         .map_err(|e| format!("cannot run wrk (install it: apt-get install wrk): {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -125,18 +171,25 @@ fn run_wrk(
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    parse_wrk(&stdout)
+    let mut r = parse_wrk(&stdout)?;
+    if let Load::Dpop { proofs, .. } = load {
+        if !stdout.contains("dpop proofs: used ") {
+            return Err(format!("bench/dpop.lua printed no proof count:\n{stdout}"));
+        }
+        r.proofs = Some(*proofs);
+    }
+    Ok(r)
 }
 
 /// One wrk run against `unit`, with its Envoys' CPU time read right before and right after.
 pub fn measure(
     unit: &Unit,
-    tokens_file: &Path,
+    load: &Load<'_>,
     duration_s: u64,
     connections: usize,
 ) -> Result<WrkResult, String> {
     let before = unit.cpu();
-    let mut r = run_wrk(unit.port(), tokens_file, duration_s, connections)?;
+    let mut r = run_wrk(unit.port(), load, duration_s, connections)?;
     let after = unit.cpu();
     let (ns, source) = after.since(before);
     r.cpu_ns = ns;
