@@ -109,6 +109,11 @@ pub trait Keys {
         None
     }
 
+    /// The key of a DPoP proof's `jwk`; the default parses it every time.
+    fn proof_key(&self, jwk: &Map<String, Value>) -> Result<crypto::PublicKey, &'static str> {
+        crate::jwks::parse_jwk_value(&Value::Object(jwk.clone())).map(|(_, key)| key)
+    }
+
     /// Records a DPoP proof in the replay memory (`skew` is the provider's clock skew); the default
     /// has no memory, so every proof fails closed.
     fn record_proof(&self, _id: &ProofId, _skew: u64, _now_secs: u64) -> Replay {
@@ -256,6 +261,7 @@ pub fn authenticate_traced(
         verifier: keys.verifier(),
         peer_certificate_sha256: &|| keys.peer_certificate_sha256(),
         record_proof: &|id, now| keys.record_proof(id, skew, now),
+        proof_key: &|jwk| keys.proof_key(jwk),
     };
     match binding::check(
         requirement.binding,

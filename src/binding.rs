@@ -16,10 +16,9 @@
 
 use crate::b64;
 use crate::config::{Binding, DpopSettings};
-use crate::crypto::{Alg, Verifier};
+use crate::crypto::{Alg, PublicKey, Verifier};
 use crate::error::Denial;
 use crate::json;
-use crate::jwks::parse_jwk_value;
 use crate::keycache::SharedStore;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -88,7 +87,12 @@ pub struct Env<'a> {
     pub verifier: Verifier<'a>,
     pub peer_certificate_sha256: &'a dyn Fn() -> Option<Vec<u8>>,
     pub record_proof: &'a dyn Fn(&ProofId, u64) -> Replay,
+    /// The verification key of a proof's `jwk` (a VM may keep keys it parsed before).
+    pub proof_key: &'a ProofKeyOf<'a>,
 }
+
+/// Parses (or finds) the key of a proof's `jwk`.
+pub type ProofKeyOf<'a> = dyn Fn(&Map<String, Value>) -> Result<PublicKey, &'static str> + 'a;
 
 /// The replay key of a proof: SHA-256 of its key thumbprint and `jti`, truncated.
 pub type ProofId = [u8; 16];
@@ -398,8 +402,7 @@ fn check_proof(jkt: &str, token: &[u8], p: &Presentation, env: &Env<'_>) -> Resu
         .ok_or(bad(
             "DPoP proof jti is missing, empty or longer than 256 characters",
         ))?;
-    let (_, key) = parse_jwk_value(&Value::Object(jwk.clone()))
-        .map_err(|_| bad("DPoP proof jwk is not a usable public key"))?;
+    let key = (env.proof_key)(jwk).map_err(|_| bad("DPoP proof jwk is not a usable public key"))?;
     let signing_input = &proof[..header_b64.len() + 1 + payload_b64.len()];
     if !env.verifier.verify(alg, &key, signing_input, &signature) {
         return Err(bad("DPoP proof signature does not verify with its jwk"));

@@ -111,6 +111,33 @@ impl<H: Host + Clone> Keys for VmKeys<'_, H> {
         binding::certificate_thumbprint_from_hex(&hex)
     }
 
+    /// Clients sign many proofs with one key: its parsed key (and, for P-256 in wasm, its
+    /// precomputed tables) is kept per VM, keyed by the whole `jwk` as written, so a different
+    /// member is a different entry.
+    fn proof_key(
+        &self,
+        jwk: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<crate::crypto::PublicKey, &'static str> {
+        let text = serde_json::Value::Object(jwk.clone()).to_string();
+        if let Some(key) = self
+            .vm
+            .proof_keys
+            .try_borrow()
+            .ok()
+            .and_then(|keys| keys.get(&text).cloned())
+        {
+            return Ok(key);
+        }
+        let (_, key) = crate::jwks::parse_jwk_value(&serde_json::Value::Object(jwk.clone()))?;
+        if let Ok(mut keys) = self.vm.proof_keys.try_borrow_mut() {
+            if keys.len() >= super::PROOF_KEYS {
+                keys.clear();
+            }
+            keys.insert(text, key.clone());
+        }
+        Ok(key)
+    }
+
     fn record_proof(&self, id: &ProofId, skew: u64, now_secs: u64) -> Replay {
         binding::record_proof(&Store(&self.vm.host), &self.config.dpop, skew, id, now_secs)
     }

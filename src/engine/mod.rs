@@ -133,7 +133,12 @@ pub struct Engine<H: Host + Clone> {
     host_check: Option<Result<(), String>>,
     /// Tokens whose signature failed against a key-set generation (see `tokencache::ForgedCache`).
     forged: RefCell<ForgedCache>,
+    /// DPoP proof keys parsed before, by their `jwk` text (at most `PROOF_KEYS`, then cleared).
+    proof_keys: RefCell<HashMap<String, crate::crypto::PublicKey>>,
 }
+
+/// DPoP proof keys a VM keeps.
+const PROOF_KEYS: usize = 256;
 
 impl<H: Host + Clone> Engine<H> {
     pub fn new(host: H, root_id: u32) -> Engine<H> {
@@ -151,6 +156,7 @@ impl<H: Host + Clone> Engine<H> {
             backend: None,
             host_check: None,
             forged: RefCell::new(ForgedCache::default()),
+            proof_keys: RefCell::new(HashMap::new()),
         }
     }
 
@@ -254,6 +260,7 @@ impl<H: Host + Clone> Engine<H> {
         self.telemetry = telemetry;
         self.token_cache = RefCell::new(TokenCache::new(config.token_cache_size));
         self.forged = RefCell::new(ForgedCache::default());
+        self.proof_keys = RefCell::new(HashMap::new());
         self.holder = holder;
         self.config = Some(config);
         self.caches = caches;

@@ -58,6 +58,7 @@ pub const CONFIGS: &[&str] = &[
     "ours",
     "ours-wasm",
     "ours-shadow",
+    "ours-noclear",
 ];
 /// Configurations that reject bad tokens (must answer ~50% 401 on `mix`).
 const ENFORCING: &[&str] = &["native", "native-cache", "ext_authz", "ours", "ours-wasm"];
@@ -83,13 +84,14 @@ pub fn algs() -> Vec<&'static str> {
 
 /// Whether `config` is measured on `workload`. `none` and `wasm-floor` never look at the token, so only
 /// `hot` (per algorithm: the header length differs); `ours-shadow` verifies like `ours` and only differs when
-/// tokens are bad, so `hot` and `mix`. `dpop` only `ours` and `ours-wasm`: Envoy's jwt_authn (and so
+/// tokens are bad, so `hot` and `mix`; `ours-noclear` (`ours` with `clear_route_cache: false`) measures
+/// what the explicit route re-match costs, which `hot` shows best. `dpop` only `ours` and `ours-wasm`: Envoy's jwt_authn (and so
 /// `native`, `native-cache`, `ext_authz`) cannot check a DPoP proof, and `ours-shadow` would check every
 /// (valid) proof just as `ours` does. Everything else runs everything.
 pub fn measured(config: &str, workload: &str) -> bool {
     match (config, workload) {
         (_, "dpop") => matches!(config, "ours" | "ours-wasm"),
-        ("none" | "wasm-floor", _) => workload == "hot",
+        ("none" | "wasm-floor" | "ours-noclear", _) => workload == "hot",
         ("ours-shadow", _) => workload != "cold",
         _ => true,
     }

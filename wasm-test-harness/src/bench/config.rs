@@ -69,6 +69,13 @@ pub fn plugin_config(mode: &str) -> Value {
     })
 }
 
+/// `ours-noclear`: enforce, without the explicit route re-match after the filter changed headers.
+pub fn plugin_config_no_route_clear() -> Value {
+    let mut v = plugin_config("enforce");
+    v["clear_route_cache"] = json!(false);
+    v
+}
+
 /// `ours-wasm`: enforce, with every signature verified inside the wasm VM (no host `verify_signature`).
 pub fn plugin_config_wasm_backend() -> Value {
     let mut v = plugin_config("enforce");
@@ -145,6 +152,11 @@ fn filters_for(config: &str, opts: &BenchOptions, authz_port: u16) -> Result<Str
             "jwt_guard",
             &opts.wasm,
             &plugin_config("shadow").to_string(),
+        ),
+        "ours-noclear" => wasm(
+            "jwt_guard",
+            &opts.wasm,
+            &plugin_config_no_route_clear().to_string(),
         ),
         other => Err(format!("unknown configuration {other:?}")),
     }

@@ -92,7 +92,7 @@ pub fn memory_of(unit: &Unit) -> Value {
         let mut v = json!({ "memory": memory });
         if matches!(
             e.name(),
-            "wasm-floor" | "ours" | "ours-wasm" | "ours-shadow"
+            "wasm-floor" | "ours" | "ours-wasm" | "ours-shadow" | "ours-noclear"
         ) {
             let stats = e
                 .admin_text("/stats?filter=wasm")

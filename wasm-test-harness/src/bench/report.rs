@@ -143,6 +143,7 @@ pub const RATIOS: &[(&str, &str, &str)] = &[
     ("ours-wasm/native", "ours-wasm", "native"),
     ("ours-wasm/ours", "ours-wasm", "ours"),
     ("ours-shadow/ours", "ours-shadow", "ours"),
+    ("ours-noclear/ours", "ours-noclear", "ours"),
 ];
 
 /// Median over rounds of f(a, b) on the same round's results of two cells (each round's cells ran within
