@@ -61,7 +61,14 @@ pub const CONFIGS: &[&str] = &[
     "ours-noclear",
 ];
 /// Configurations that reject bad tokens (must answer ~50% 401 on `mix`).
-const ENFORCING: &[&str] = &["native", "native-cache", "ext_authz", "ours", "ours-wasm"];
+const ENFORCING: &[&str] = &[
+    "native",
+    "native-cache",
+    "ext_authz",
+    "ours",
+    "ours-wasm",
+    "ours-noclear",
+];
 /// Every algorithm the bench knows; [`algs`] is the subset the harness can mint.
 pub const ALGS: &[&str] = &["RS256", "ES256", "ES384"];
 pub const WORKLOADS: &[&str] = &["hot", "cold", "mix", "dpop"];
