@@ -57,9 +57,9 @@ pub fn deny_response_shaped(denial: &Denial, realm: &str, denials: &Denials) -> 
         Denial::InvalidDpopProof(_) | Denial::DpopReplay => (401, Some("invalid_dpop_proof")),
         _ => (401, Some("invalid_token")),
     };
-    // RFC 9449 §7.1: DPoP failures, and the 401s of a route that needs DPoP, are answered with a
-    // DPoP challenge naming the proof algorithms.
-    let dpop_route = denials.dpop_challenge && status == 401;
+    // RFC 9449 §7.1: DPoP failures, and the 401s and 403s of a route that needs DPoP, are answered
+    // with a DPoP challenge naming the proof algorithms.
+    let dpop_route = denials.dpop_challenge && matches!(status, 401 | 403);
     let scheme = match denial {
         Denial::MtlsBinding(_) => format!("Bearer realm=\"{realm}\""),
         Denial::InvalidDpopProof(_)

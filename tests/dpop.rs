@@ -611,6 +611,25 @@ fn a_route_that_needs_dpop_challenges_with_dpop() {
     let r = send(&host, &mut engine, 10, &get("/orders", None, vec![])).unwrap();
     assert_eq!((r.status, code(&r)), (401, "missing".to_owned()));
     assert_eq!(challenge(&r), format!("DPoP realm=\"api\", {algs}"));
+    // A proven token without the route's scope: 403 with the DPoP challenge too.
+    let mut cfg = config();
+    cfg["rules"][0]["requires"]["scopes"] = json!(["orders:read"]);
+    let host2 = FakeHost::at(u128::from(NOW_S) * 1_000_000_000);
+    host2.root_id.set(1);
+    *host2.plugin_config.borrow_mut() = Some(cfg.to_string().into_bytes());
+    let mut engine2 = Engine::new(host2.clone(), 1);
+    assert!(engine2.configure());
+    let t = token(Some(json!({"jkt": ProofKey::Ec.jkt()})));
+    let p = proof(&ProofKey::Ec, &t, "scope");
+    let r = send(&host2, &mut engine2, 20, &get("/orders", dpop(&t), vec![p])).unwrap();
+    assert_eq!((r.status, code(&r)), (403, "insufficient_scope".to_owned()));
+    assert!(
+        challenge(&r).starts_with(&format!(
+            "DPoP realm=\"api\", {algs}, error=\"insufficient_scope\""
+        )),
+        "{}",
+        challenge(&r)
+    );
     // A route that needs no binding keeps the Bearer challenge; an mtls one too.
     let r = send(&host, &mut engine, 11, &get("/", None, vec![])).unwrap();
     assert_eq!(challenge(&r), "Bearer realm=\"api\"");
