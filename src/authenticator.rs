@@ -274,7 +274,7 @@ pub fn authenticate_traced(
         Err(d) => return (Outcome::Deny(d), Some(Check::Binding)),
     }
     let provider = config.providers.get(identity.provider);
-    identity.tenant = provider.and_then(|p| {
+    identity.tenant = provider.filter(|p| p.tenants.is_some()).and_then(|p| {
         let iss = identity.claims.get("iss").and_then(Value::as_str)?;
         p.issuer_fits(iss).flatten().map(Rc::from)
     });

@@ -40,9 +40,11 @@ pub struct Presentation {
     /// Every `DPoP` header value (each occurrence, split at commas as Envoy joins repeats).
     pub proofs: Vec<Vec<u8>>,
     pub method: Vec<u8>,
-    /// The request URI as the client saw it, without query and fragment, normalised; `None` when it
-    /// cannot be formed (then any proof fails `htu`).
-    pub htu: Option<String>,
+    /// The request's `:scheme`, `:authority` and path without its query: what `htu` is compared with
+    /// (through `request_htu`, only when a proof is checked).
+    pub scheme: Vec<u8>,
+    pub authority: Vec<u8>,
+    pub path: Vec<u8>,
 }
 
 /// Which binding a request proved, for the audit record.
@@ -383,7 +385,13 @@ fn check_proof(jkt: &str, token: &[u8], p: &Presentation, env: &Env<'_>) -> Resu
         return Err(bad("DPoP proof htm is not the request method"));
     }
     let htu = text("htu").and_then(normalize_uri);
-    if htu.is_none() || htu != p.htu {
+    let expected = request_htu(
+        env.settings.external_base.as_deref(),
+        &p.scheme,
+        &p.authority,
+        &p.path,
+    );
+    if htu.is_none() || htu != expected {
         return Err(bad("DPoP proof htu is not the request URI"));
     }
     let iat = claims

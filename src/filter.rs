@@ -33,12 +33,7 @@ fn action(flow: Flow) -> Action {
 fn busy() -> Action {
     let _ = hostcall::log(LogLevel::Error, "filter re-entered; denying the request");
     let r = crate::response::deny_response(&crate::error::Denial::Internal, "envoy");
-    let headers: Vec<(&str, &str)> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let _ = hostcall::send_local_response(r.status, &headers, r.body.as_bytes());
+    let _ = hostcall::send_local_response(r.status, &r.header_pairs(), r.body.as_bytes());
     Action::Pause
 }
 

@@ -11,7 +11,7 @@
 //!    (`extractor::extract`; more than one is `invalid_request` under the rule's mode).
 
 use crate::authenticator::Outcome;
-use crate::binding::{self, Presentation};
+use crate::binding::Presentation;
 use crate::config::{Config, Mode, Requirement, Rule};
 use crate::error::Denial;
 use crate::extractor::{extract_presented, RequestView, Tokens};
@@ -121,7 +121,7 @@ pub fn prepare<'c>(
                 rule,
                 requirement,
                 tokens: Tokens::new(token.into_iter().map(|(t, _)| t).collect()),
-                presentation: presentation(config, req, &info, dpop_scheme),
+                presentation: presentation(req, &info, dpop_scheme),
                 now_ms,
             }
         }
@@ -131,13 +131,8 @@ pub fn prepare<'c>(
 }
 
 /// What the request offers to prove a token's binding: the scheme, every `DPoP` header value (split
-/// at commas, as Envoy joins repeats: a proof has none), the method and the URI for `htu`.
-fn presentation(
-    config: &Config,
-    req: &dyn RequestView,
-    info: &RequestInfo,
-    dpop_scheme: bool,
-) -> Presentation {
+/// at commas, as Envoy joins repeats: a proof has none), the method and the URI parts for `htu`.
+fn presentation(req: &dyn RequestView, info: &RequestInfo, dpop_scheme: bool) -> Presentation {
     let proofs = req
         .header_values("dpop")
         .iter()
@@ -148,17 +143,13 @@ fn presentation(
                 .collect::<Vec<_>>()
         })
         .collect();
-    let scheme = req.header(":scheme").unwrap_or_else(|| b"https".to_vec());
     Presentation {
         dpop_scheme,
         proofs,
         method: info.method.clone(),
-        htu: binding::request_htu(
-            config.dpop.external_base.as_deref(),
-            &scheme,
-            &info.authority,
-            rules::path_without_query(&info.path),
-        ),
+        scheme: req.header(":scheme").unwrap_or_else(|| b"https".to_vec()),
+        authority: info.authority.clone(),
+        path: rules::path_without_query(&info.path).to_vec(),
     }
 }
 

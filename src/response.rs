@@ -18,6 +18,16 @@ pub struct DenyResponse {
     pub body: String,
 }
 
+impl DenyResponse {
+    /// The headers as the host's local-response call takes them.
+    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
 pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// The answer with the default shape (details shown, the built-in body).

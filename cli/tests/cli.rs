@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use wasm_test_harness::keys::{jwks, KeyName};
-use wasm_test_harness::tokens::{mint, now, sign_raw, std_claims};
+use wasm_test_harness::tokens::{mint, now, sign_raw, std_claims, with_changes as with};
 
 fn root(rel: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -59,17 +59,6 @@ fn explain(token: Option<&str>, path: &str, extra: &[&str]) -> (i32, Value) {
     let (code, out, err) = run(&args);
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
     (code, v)
-}
-
-fn with(mut claims: Value, changes: Value) -> Value {
-    for (k, v) in changes.as_object().unwrap() {
-        if v.is_null() {
-            claims.as_object_mut().unwrap().remove(k);
-        } else {
-            claims[k] = v.clone();
-        }
-    }
-    claims
 }
 
 #[test]

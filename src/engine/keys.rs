@@ -118,7 +118,8 @@ impl<H: Host + Clone> Keys for VmKeys<'_, H> {
         &self,
         jwk: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<crate::crypto::PublicKey, &'static str> {
-        let text = serde_json::Value::Object(jwk.clone()).to_string();
+        let value = serde_json::Value::Object(jwk.clone());
+        let text = value.to_string();
         if let Some(key) = self
             .vm
             .proof_keys
@@ -128,7 +129,7 @@ impl<H: Host + Clone> Keys for VmKeys<'_, H> {
         {
             return Ok(key);
         }
-        let (_, key) = crate::jwks::parse_jwk_value(&serde_json::Value::Object(jwk.clone()))?;
+        let (_, key) = crate::jwks::parse_jwk_value(&value)?;
         if let Ok(mut keys) = self.vm.proof_keys.try_borrow_mut() {
             if keys.len() >= super::PROOF_KEYS {
                 keys.clear();

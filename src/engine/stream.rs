@@ -214,13 +214,8 @@ impl<H: Host + Clone> Engine<H> {
         denials: &Denials,
     ) -> Result<(), (u32, HostStatus)> {
         let r = deny_response_shaped(denial, realm, denials);
-        let headers: Vec<(&str, &str)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
         self.host
-            .send_response(r.status, &headers, r.body.as_bytes())
+            .send_response(r.status, &r.header_pairs(), r.body.as_bytes())
             .map_err(|s| (r.status, s))
     }
 

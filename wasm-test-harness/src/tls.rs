@@ -12,7 +12,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::client::{parse_response, Response};
 use crate::keys::pem_to_der;
@@ -49,22 +48,6 @@ pub struct TestPki {
     pub rogue_client: CertFiles,
 }
 
-fn temp_dir(prefix: &str) -> Result<PathBuf, String> {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "{prefix}-{}-{}-{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    fs::create_dir_all(&dir)
-        .map_err(|e| format!("cannot create temp dir {}: {e}", dir.display()))?;
-    Ok(dir)
-}
-
 /// Runs `openssl args` in `dir`; an error with its output unless it succeeds.
 fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
     let out = Command::new("openssl")
@@ -89,7 +72,7 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
 impl TestPki {
     /// Generates the CA, its three certificates and the rogue one (P-256 keys, valid for a day).
     pub fn generate() -> Result<TestPki, String> {
-        let dir = temp_dir("jwt-guard-pki")?;
+        let dir = crate::envoy::make_temp_dir("jwt-guard-pki")?;
         TestPki::generate_in(dir.clone()).inspect_err(|_| {
             let _ = fs::remove_dir_all(&dir);
         })

@@ -27,6 +27,22 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `base` (claims, a header) with `changes` applied member by member: a `null` removes the member.
+/// Panics unless both are JSON objects.
+pub fn with_changes(mut base: Value, changes: Value) -> Value {
+    let (Some(b), Some(c)) = (base.as_object_mut(), changes.as_object()) else {
+        panic!("with_changes: both must be JSON objects");
+    };
+    for (k, v) in c {
+        if v.is_null() {
+            b.remove(k);
+        } else {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
 /// {iss: "https://idp.demo.local", aud: "demo-api", sub, iat: now, exp: now+3600}
 pub fn std_claims(sub: &str) -> Value {
     let now = now();

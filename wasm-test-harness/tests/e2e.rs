@@ -7,21 +7,12 @@ use std::time::{Duration, Instant};
 use wasm_test_harness::client::{try_http_request, Response};
 use wasm_test_harness::stack::Stack;
 use wasm_test_harness::tokens::{
-    self, mint, sign_bytes_jws, sign_hmac, sign_raw, std_claims, ALGS,
+    self, mint, sign_bytes_jws, sign_hmac, sign_raw, std_claims, with_changes as with, ALGS,
 };
 use wasm_test_harness::{envoy, Behavior, EchoUpstream, Envoy, EnvoyOptions, KeyName, MockIdp};
 
-/// The demo plugin config with overrides applied to the `demo` provider and the top level.
 fn config(provider: Value, top: Value) -> String {
-    let mut cfg: Value =
-        serde_json::from_str(&envoy::demo_plugin_config()).expect("demo config is JSON");
-    for (k, v) in provider.as_object().expect("object") {
-        cfg["providers"]["demo"][k] = v.clone();
-    }
-    for (k, v) in top.as_object().expect("object") {
-        cfg[k] = v.clone();
-    }
-    cfg.to_string()
+    envoy::demo_plugin_config_with(provider, top)
 }
 
 /// `jwt-guard explain` on the same config, keys and request does what the real Envoy did: forwards
@@ -128,18 +119,6 @@ fn dup_payload(extra: &str) -> String {
         KeyName::Ec1,
         "ES256",
     )
-}
-
-fn with(claims: Value, changes: Value) -> Value {
-    let mut c = claims;
-    for (k, v) in changes.as_object().expect("object") {
-        if v.is_null() {
-            c.as_object_mut().expect("object").remove(k);
-        } else {
-            c[k] = v.clone();
-        }
-    }
-    c
 }
 
 #[test]

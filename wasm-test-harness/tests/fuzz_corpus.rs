@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 use wasm_test_harness::keys::{jwk_of, jwks, jwks_of, k1_jwk, KeyName, K1_KID};
 use wasm_test_harness::repo_root;
 use wasm_test_harness::tokens::{
-    default_kid, encode_parts, key_for_alg, sign_raw, sign_raw_as, signing_input, ALGS, AUDIENCE,
-    ISSUER,
+    default_kid, encode_parts, key_for_alg, sign_raw, sign_raw_as, signing_input,
+    with_changes as with, ALGS, AUDIENCE, ISSUER,
 };
 
 /// The fuzz tests' clock (tests/fuzz.rs `NOW` is this + 60 s).
@@ -42,17 +42,6 @@ fn write(target: &str, name: &str, bytes: impl AsRef<[u8]>) {
 
 fn claims() -> Value {
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": NOW, "exp": NOW + 3600})
-}
-
-fn with(mut v: Value, extra: Value) -> Value {
-    for (k, x) in extra.as_object().unwrap() {
-        if x.is_null() {
-            v.as_object_mut().unwrap().remove(k);
-        } else {
-            v[k] = x.clone();
-        }
-    }
-    v
 }
 
 fn header(alg: &str, kid: Option<&str>) -> Value {

@@ -7,31 +7,11 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use wasm_test_harness::client::Response;
 use wasm_test_harness::stack::Stack;
-use wasm_test_harness::tokens::{self, mint, sign_raw, std_claims};
+use wasm_test_harness::tokens::{self, mint, sign_raw, std_claims, with_changes as with};
 use wasm_test_harness::{envoy, KeyName, MockIdp};
 
-/// The demo plugin config with `provider` merged into the `demo` provider and `top` into the top level.
 fn config(provider: Value, top: Value) -> String {
-    let mut cfg: Value =
-        serde_json::from_str(&envoy::demo_plugin_config()).expect("demo config is JSON");
-    for (k, v) in provider.as_object().expect("object") {
-        cfg["providers"]["demo"][k] = v.clone();
-    }
-    for (k, v) in top.as_object().expect("object") {
-        cfg[k] = v.clone();
-    }
-    cfg.to_string()
-}
-
-fn with(mut claims: Value, changes: Value) -> Value {
-    for (k, v) in changes.as_object().expect("object") {
-        if v.is_null() {
-            claims.as_object_mut().expect("object").remove(k);
-        } else {
-            claims[k] = v.clone();
-        }
-    }
-    claims
+    envoy::demo_plugin_config_with(provider, top)
 }
 
 fn es(claims: &Value) -> String {

@@ -12,7 +12,7 @@ use std::path::Path;
 use p256::ecdsa::signature::Signer;
 use serde_json::{json, Map, Value};
 
-use super::tokens::day_claims;
+use super::tokens::{day_claims, in_parallel};
 use super::{DPOP_ALG, DPOP_BASE_URL, DPOP_PATH};
 use crate::dpop::{self, Proof};
 use crate::keys::{b64url, keys, KeyName};
@@ -80,30 +80,15 @@ fn signing_input(header_b64: &str, claims: &mut Map<String, Value>, jti: &str, i
 pub fn mint_proofs(token: &str, n: usize, iat: u64) -> Vec<String> {
     let proof = template(token);
     let header_b64 = b64url(Value::Object(proof.header.clone()).to_string().as_bytes());
-    let threads = std::thread::available_parallelism()
-        .map(|t| t.get())
-        .unwrap_or(1);
-    let chunk = n.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (header_b64, mut claims) = (&header_b64, proof.claims.clone());
-                s.spawn(move || {
-                    let sk = p256::ecdsa::SigningKey::from(&keys().ec1);
-                    (t * chunk..((t + 1) * chunk).min(n))
-                        .map(|_| {
-                            let input =
-                                signing_input(header_b64, &mut claims, &dpop::random_jti(), iat);
-                            let sig: p256::ecdsa::Signature = sk.sign(input.as_bytes());
-                            format!("{input}.{}", b64url(&sig.to_bytes()))
-                        })
-                        .collect::<Vec<_>>()
-                })
+    in_parallel(n, |range| {
+        let sk = p256::ecdsa::SigningKey::from(&keys().ec1);
+        let mut claims = proof.claims.clone();
+        range
+            .map(|_| {
+                let input = signing_input(&header_b64, &mut claims, &dpop::random_jti(), iat);
+                let sig: p256::ecdsa::Signature = sk.sign(input.as_bytes());
+                format!("{input}.{}", b64url(&sig.to_bytes()))
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     })
 }

@@ -54,6 +54,28 @@ fn workload_token(alg: &str, workload: &str, i: usize, now: u64) -> String {
     }
 }
 
+/// `make(range)` for `0..n` cut into one range per core, run on as many threads; the results in
+/// order (a thread that panicked contributes nothing, so the caller's count check fails).
+pub(super) fn in_parallel<T: Send>(
+    n: usize,
+    make: impl Fn(std::ops::Range<usize>) -> Vec<T> + Sync,
+) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1);
+    let chunk = n.div_ceil(threads).max(1);
+    let make = &make;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || make(t * chunk..((t + 1) * chunk).min(n))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 /// How long minted token files are reused: valid tokens expire 24 h after minting, so a run that starts
 /// within 12 h of minting still has 12 h of validity left.
 const TOKEN_REUSE_S: u64 = 12 * 3600;
@@ -78,9 +100,6 @@ pub(super) fn mint_all(
     let now = tokens::now();
     let mut files = BTreeMap::new();
     let mut minted = Vec::new();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     for alg in algs {
         let kid = tokens::default_kid(alg).unwrap_or_default();
         let stamp = dir.join(format!("stamp-{alg}.json"));
@@ -111,20 +130,9 @@ pub(super) fn mint_all(
         for (workload, path) in &alg_files {
             let workload = workload.as_str();
             let count = if workload == "hot" { 1 } else { n };
-            let chunk = count.div_ceil(threads);
-            let toks: Vec<String> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| {
-                        s.spawn(move || {
-                            (t * chunk..((t + 1) * chunk).min(count))
-                                .map(|i| workload_token(alg, workload, i, now))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
+            let toks: Vec<String> = in_parallel(count, |range| {
+                range
+                    .map(|i| workload_token(alg, workload, i, now))
                     .collect()
             });
             if toks.len() != count {

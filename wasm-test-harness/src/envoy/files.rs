@@ -24,14 +24,15 @@ pub(super) struct Prepared {
     pub(super) owns_dir: bool,
 }
 
-fn make_temp_dir() -> Result<PathBuf, String> {
+/// A fresh directory under the system temp dir, named `<prefix>-<pid>-<n>-<nanos>`.
+pub(crate) fn make_temp_dir(prefix: &str) -> Result<PathBuf, String> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let dir = std::env::temp_dir().join(format!(
-        "jwt-guard-envoy-{}-{}-{nanos}",
+        "{prefix}-{}-{}-{nanos}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     ));
@@ -73,7 +74,7 @@ pub(super) fn prepare_with(
         }
         let rendered = opts.render_config(listen_port, admin_port)?;
         opts.edge_settings.check(&opts.template, &[&rendered])?;
-        let dir = make_temp_dir()?;
+        let dir = make_temp_dir("jwt-guard-envoy")?;
         let config_path = dir.join("envoy.yaml");
         fs::write(&config_path, rendered)
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -110,7 +111,7 @@ pub(super) fn prepare_with(
         listen_port,
         state.version,
     )?;
-    let dir = make_temp_dir()?;
+    let dir = make_temp_dir("jwt-guard-envoy")?;
     let lds_path = dir.join("lds.yaml");
     let rendered = opts.render_text(
         &text,

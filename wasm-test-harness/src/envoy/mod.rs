@@ -18,11 +18,12 @@ mod render;
 mod validate;
 
 pub use binary::{envoy_bin, runner, Runner, DEFAULT_ENVOY_IMAGE};
+pub(crate) use files::make_temp_dir;
 pub use inspect::tail;
 pub use lds::LDS_UPDATE_TIMEOUT;
 pub use paths::{
     default_lds_bootstrap_template, default_lds_template, default_template, demo_config_path,
-    demo_plugin_config, repo_root, vector_probe_path, wasm_path,
+    demo_plugin_config, demo_plugin_config_with, repo_root, vector_probe_path, wasm_path,
 };
 pub use process::{pick_free_port, Envoy, Launch, STARTUP_TIMEOUT};
 pub use render::{render, EdgeSettings, EnvoyOptions, EDGE_SETTING_OVERRIDES};

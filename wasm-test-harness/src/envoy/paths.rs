@@ -49,3 +49,20 @@ pub fn demo_plugin_config() -> String {
     let p = demo_config_path();
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
+
+/// [`demo_plugin_config`] with `provider`'s members set on its `demo` provider and `top`'s at the
+/// top level (panics unless all are JSON objects).
+pub fn demo_plugin_config_with(provider: serde_json::Value, top: serde_json::Value) -> String {
+    let mut cfg: serde_json::Value = serde_json::from_str(&demo_plugin_config())
+        .unwrap_or_else(|e| panic!("envoy/plugin-config.json is not JSON: {e}"));
+    let (Some(provider), Some(top)) = (provider.as_object(), top.as_object()) else {
+        panic!("demo_plugin_config_with: provider and top must be JSON objects");
+    };
+    for (k, v) in provider {
+        cfg["providers"]["demo"][k] = v.clone();
+    }
+    for (k, v) in top {
+        cfg[k] = v.clone();
+    }
+    cfg.to_string()
+}
